@@ -1,0 +1,59 @@
+"""The package's one error family. HTTP status codes are chosen only at the HTTP edge."""
+
+from __future__ import annotations
+
+
+class StableAudioError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class InvalidRequestError(StableAudioError):
+    """A request the model or the server cannot do (length beyond the window, steps out of range).
+
+    ``field`` names the offending request field so the HTTP layer can report it.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class ModelNotFoundError(StableAudioError):
+    """The requested model is not in the model store under any name or alias."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model `{model}` does not exist.")
+        self.model = model
+
+
+class ModelLoadError(StableAudioError):
+    """A model is in the store but could not be loaded."""
+
+
+class GenerationError(StableAudioError):
+    """The model ran but did not produce usable audio."""
+
+
+class JobNotFoundError(StableAudioError):
+    """No job with that id (or it expired)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"Job `{job_id}` does not exist.")
+        self.job_id = job_id
+
+
+class QueueFullError(StableAudioError):
+    """The job queue is at capacity; the caller should retry later."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StorageError(StableAudioError):
+    """Writing or reading an output file failed."""
+
+
+class ImportSourceError(StableAudioError):
+    """A model source (hub repo, directory, recipe) could not be imported."""

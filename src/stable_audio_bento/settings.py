@@ -1,0 +1,111 @@
+"""Server settings: one object, read once from the environment (prefix ``STABLE_AUDIO_``) and ``.env``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything the server can be told. Names follow the stable-audio-api README."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STABLE_AUDIO_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # Models
+    default_model: str = Field(
+        default="demo",
+        validation_alias=AliasChoices(
+            "STABLE_AUDIO_DEFAULT_MODEL", "STABLE_AUDIO_MODEL", "default_model"
+        ),
+        description="Model used when a request names none (store name, alias or repo id).",
+    )
+    preload_models: CommaList | None = Field(
+        default=None,
+        description="Comma-separated models loaded at start. Unset: the default model. Empty: none.",
+    )
+    device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
+    model_half: bool = Field(default=True, description="Half precision on CUDA.")
+    max_loaded_models: int = Field(default=2, ge=1, description="LRU bound on models in memory.")
+
+    # Request limits
+    max_duration: float = Field(default=380.0, gt=0, description="API-wide cap in seconds.")
+    max_steps: int = Field(default=500, ge=1, description="API-wide cap on sampling steps.")
+
+    # Batching (request coalescing)
+    max_batch_size: int = Field(default=8, ge=1, description="1 turns coalescing off.")
+    batch_wait_ms: float = Field(default=5.0, ge=0)
+    batch_budget_seconds: float = Field(
+        default=8 * 47.6,
+        gt=0,
+        description="Upper bound on the summed model-window seconds of one batch (memory).",
+    )
+
+    # Outputs and storage
+    output_dir: Path = Path("outputs")
+    storage_bucket: str | None = None
+    storage_prefix: str = "stable-audio/jobs"
+    storage_endpoint_url: str | None = None
+    storage_region: str = "us-east-1"
+    storage_public_base_url: str | None = None
+    presigned_url_expires: int = Field(default=3600, ge=1)
+    storage_upload_attempts: int = Field(default=4, ge=1)
+
+    # Jobs
+    job_store: Literal["sqlite", "redis"] = "sqlite"
+    job_db_path: Path | None = Field(
+        default=None, description="SQLite file. Unset: jobs.sqlite3 inside output_dir."
+    )
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    job_queue_size: int = Field(default=64, ge=1, description="Queued jobs accepted at once.")
+    job_lease_seconds: float = Field(default=60.0, gt=0)
+    job_retention_seconds: float = Field(default=24 * 3600.0, gt=0)
+    job_workers: int = Field(default=1, ge=1)
+
+    # Auth
+    api_keys: CommaList = Field(default_factory=list)
+
+    @field_validator("preload_models", "api_keys", mode="before")
+    @classmethod
+    def _comma_lists(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        if self.preload_models is None:
+            self.preload_models = [self.default_model]
+        if self.storage_public_base_url:
+            self.storage_public_base_url = self.storage_public_base_url.rstrip("/")
+        self.output_dir = self.output_dir.expanduser().resolve()
+        if self.job_db_path is None:
+            self.job_db_path = self.output_dir / "jobs.sqlite3"
+        return self
+
+    @property
+    def preload(self) -> list[str]:
+        """The models to load at start (never None after validation)."""
+        return list(self.preload_models or [])
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+    @property
+    def coalescing_enabled(self) -> bool:
+        return self.max_batch_size > 1
