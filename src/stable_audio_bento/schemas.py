@@ -28,6 +28,16 @@ def resolve_seed(seed: int | None) -> int:
     return seed
 
 
+VLLM_FIELDS = {
+    "prompt": "input",
+    "seconds_start": "audio_start",
+    "seconds_total": "audio_length",
+    "steps": "num_inference_steps",
+    "cfg_scale": "guidance_scale",
+}
+STABLE_API_FIELDS = {"seconds_total": "duration"}
+
+
 @dataclass(frozen=True)
 class GenerationParams:
     """One generation, normalised from any request shape. ``None`` means the model's default."""
@@ -43,7 +53,8 @@ class GenerationParams:
     sampler: str | None = None
     response_format: FormatName = "wav"
     speed: float = 1.0
-    extra: dict[str, str] = field(default_factory=dict)
+    # Internal field -> the name the client used, so errors name the client's field.
+    field_names: dict[str, str] = field(default_factory=dict)
 
 
 class AudioGenerateRequest(BaseModel):
@@ -74,6 +85,7 @@ class AudioGenerateRequest(BaseModel):
             seed=self.seed,
             response_format=self.response_format,
             speed=self.speed,
+            field_names=VLLM_FIELDS,
         )
 
 
@@ -101,6 +113,7 @@ class GenerationsRequest(BaseModel):
             cfg_scale=self.cfg_scale,
             seed=self.seed,
             response_format=self.response_format,
+            field_names=STABLE_API_FIELDS,
         )
 
 

@@ -1,4 +1,4 @@
-"""Server settings: one object, read once from the environment (prefix ``STABLE_AUDIO_``) and ``.env``."""
+"""Server settings: one object, read once from the environment (``STABLE_AUDIO_*``) and ``.env``."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     )
     preload_models: CommaList | None = Field(
         default=None,
-        description="Comma-separated models loaded at start. Unset: the default model. Empty: none.",
+        description="Models loaded at start, comma-separated. Unset: the default. Empty: none.",
     )
     device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
     model_half: bool = Field(default=True, description="Half precision on CUDA.")

@@ -1,0 +1,50 @@
+"""``python -m models import SOURCE [--name NAME]``: one self-contained store entry per model.
+
+SOURCE is a Hugging Face repo id (``stabilityai/stable-audio-open-1.0``; gated repos need
+``HF_TOKEN``), a local directory with the same layout, or ``demo`` (built offline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from models import DEMO_RECIPE
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    imp = sub.add_parser("import", help="import a model into the BentoML model store")
+    imp.add_argument("source", help="hub repo id, local directory, or 'demo'")
+    imp.add_argument("--name", help="store name (default: from the source)")
+    sub.add_parser("list", help="list the Stable Audio models in the store")
+    args = parser.parse_args(argv)
+
+    from stable_audio_bento.errors import StableAudioError
+
+    try:
+        if args.command == "import":
+            if args.source == "demo":
+                # The demo never touches the hub: set up the offline cache before any import.
+                from stable_audio_bento.hub_cache import prepare_offline_hub
+
+                prepare_offline_hub()
+            from stable_audio_bento.model_import import import_source
+
+            tag = import_source(args.source, args.name, recipe_dir=DEMO_RECIPE)
+            print(tag)
+        else:
+            from stable_audio_bento.modelstore import list_entries
+
+            for entry in list_entries():
+                aliases = ", ".join(entry.aliases)
+                print(f"{entry.tag}\t{entry.metadata.get('max_seconds')} s\t{aliases}")
+    except StableAudioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Request coalescing: concurrent requests that can share a diffusion batch run as one call.
+
+Requests are compatible when they share steps, cfg scale and sampler (the engine's batch-wide
+settings); each keeps its own prompt, negative prompt, length and seed, and gets exactly the
+audio it would get alone. A batch closes when it reaches ``max_batch_size``, when its summed
+model-window seconds would pass the memory budget, or ``max_wait`` after its first request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from .audio import FloatAudio
+from .engine import EngineRequest, ProgressCallback, SamplingParams, StableAudioEngine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending:
+    request: EngineRequest
+    progress: ProgressCallback | None
+    future: Future[FloatAudio] = field(default_factory=Future)
+
+
+@dataclass
+class _Group:
+    sampling: SamplingParams
+    opened: float
+    items: list[_Pending] = field(default_factory=list)
+
+
+class Batcher:
+    """Coalesces requests for one engine. Thread-safe; one background thread per engine."""
+
+    def __init__(
+        self,
+        engine: StableAudioEngine,
+        max_batch_size: int = 8,
+        max_wait: float = 0.005,
+        budget_seconds: float = float("inf"),
+    ) -> None:
+        self.engine = engine
+        self.max_batch_size = max(1, max_batch_size)
+        self.max_wait = max_wait
+        # The engine always denoises the model's whole window, so that is what an item costs.
+        window = engine.info.window_seconds
+        self.max_items = max(1, min(self.max_batch_size, int(budget_seconds // window) or 1))
+        self._groups: dict[SamplingParams, _Group] = {}
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(
+            target=self._loop, name=f"batcher-{engine.info.name}", daemon=True
+        )
+        self._thread.start()
+
+    def submit(
+        self,
+        request: EngineRequest,
+        sampling: SamplingParams,
+        progress: ProgressCallback | None = None,
+    ) -> Future[FloatAudio]:
+        """Queue one request; the future resolves to its audio or raises its error."""
+        self.engine.check_request(request)
+        pending = _Pending(request, progress)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("batcher is closed")
+            group = self._groups.get(sampling)
+            if group is None:
+                group = self._groups[sampling] = _Group(sampling, time.monotonic())
+            group.items.append(pending)
+            self._cond.notify_all()
+        return pending.future
+
+    def generate(
+        self,
+        request: EngineRequest,
+        sampling: SamplingParams,
+        progress: ProgressCallback | None = None,
+    ) -> FloatAudio:
+        return self.submit(request, sampling, progress).result()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
+
+    # ------------------------------------------------------------------ worker
+    def _take_ready(self) -> tuple[SamplingParams, list[_Pending]] | None:
+        """Pop the oldest group that is full or has waited long enough (lock held)."""
+        now = time.monotonic()
+        for sampling, group in sorted(self._groups.items(), key=lambda kv: kv[1].opened):
+            if len(group.items) >= self.max_items or now - group.opened >= self.max_wait:
+                batch, rest = group.items[: self.max_items], group.items[self.max_items :]
+                if rest:
+                    group.items = rest
+                    group.opened = now
+                else:
+                    del self._groups[sampling]
+                return sampling, batch
+        return None
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                ready = self._take_ready()
+                while ready is None:
+                    if self._closed:
+                        return
+                    if self._groups:
+                        oldest = min(g.opened for g in self._groups.values())
+                        timeout = max(0.0, oldest + self.max_wait - time.monotonic())
+                        self._cond.wait(timeout)
+                    else:
+                        self._cond.wait()
+                    ready = self._take_ready()
+            self._run(*ready)
+
+    def _run(self, sampling: SamplingParams, batch: list[_Pending]) -> None:
+        live = [p for p in batch if p.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        callbacks = [p.progress for p in live if p.progress is not None]
+        fan_out: Callable[[int, int], None] | None = None
+        if callbacks:
+
+            def fan_out(step: int, total: int) -> None:
+                for callback in callbacks:
+                    try:
+                        callback(step, total)
+                    except Exception:  # a progress sink must never fail the batch
+                        log.exception("progress callback failed")
+
+        try:
+            outputs = self.engine.generate([p.request for p in live], sampling, fan_out)
+        except BaseException as e:
+            for p in live:
+                p.future.set_exception(e)
+            return
+        for p, audio in zip(live, outputs, strict=True):
+            p.future.set_result(audio)

@@ -1,0 +1,118 @@
+"""The one generation pipeline behind every entry point (sync API, task API, jobs, web page).
+
+``plan`` resolves and validates a request against the model's store entry without loading
+weights (so a job is rejected at submit time, not minutes later); ``run`` goes through the
+model's coalescer, then time-stretches and encodes in the caller's thread.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .audio import time_stretch
+from .engine import EngineRequest, ModelInfo, ProgressCallback, SamplingParams
+from .errors import InvalidRequestError
+from .formats import EncodedAudio, encode_audio
+from .modelstore import ModelEntry
+from .registry import ModelRegistry
+from .schemas import GenerationParams, resolve_seed
+from .settings import Settings
+
+
+@functools.lru_cache(maxsize=64)
+def _model_info(path: Path, name: str, metadata_json: str) -> ModelInfo:
+    config = json.loads((path / "model_config.json").read_text())
+    return ModelInfo.from_config(name, config, json.loads(metadata_json))
+
+
+def model_info(entry: ModelEntry) -> ModelInfo:
+    """What a store entry's model can do, read from its config (cached, no weights loaded)."""
+    return _model_info(entry.path, entry.name, json.dumps(entry.metadata, sort_keys=True))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated generation: which model, what to ask the engine, how to deliver it."""
+
+    entry: ModelEntry
+    request: EngineRequest
+    sampling: SamplingParams
+    params: GenerationParams
+
+    @property
+    def seed(self) -> int:
+        return self.request.seed
+
+
+@dataclass(frozen=True)
+class GeneratedAudio:
+    encoded: EncodedAudio
+    seed: int
+    model: str
+
+    def headers(self) -> dict[str, str]:
+        """Response headers that say what the body is."""
+        return {
+            "X-Seed": str(self.seed),
+            "X-Model": self.model,
+            "X-Sample-Rate": str(self.encoded.sample_rate),
+            "X-Channels": str(self.encoded.channels),
+            "X-Audio-Duration": f"{self.encoded.duration:.6f}",
+        }
+
+
+class AudioGenerator:
+    def __init__(self, settings: Settings, registry: ModelRegistry) -> None:
+        self.settings = settings
+        self.registry = registry
+
+    def plan(self, params: GenerationParams) -> Plan:
+        """Resolve the model, fill its defaults, check every limit. Raises, never loads."""
+        names = params.field_names
+        entry = self.registry.resolve(params.model)
+        info = model_info(entry)
+        cap = self.settings.max_duration
+        if params.seconds_total is None:
+            length = min(info.window_seconds - params.seconds_start, cap)
+        else:
+            length = params.seconds_total
+            if length > cap:
+                field = names.get("seconds_total", "seconds_total")
+                raise InvalidRequestError(
+                    f"{field} must be at most {cap:g} seconds (server limit), got {length:g}",
+                    field=field,
+                )
+        request = EngineRequest(
+            prompt=params.prompt,
+            negative_prompt=params.negative_prompt,
+            seconds_start=params.seconds_start,
+            seconds_total=max(length, 0.0),
+            seed=resolve_seed(params.seed),
+        )
+        info.check_request(request, names)
+        sampling = info.sampling(
+            params.steps,
+            params.cfg_scale,
+            params.sampler,
+            max_steps=self.settings.max_steps,
+            names=names,
+        )
+        return Plan(entry=entry, request=request, sampling=sampling, params=params)
+
+    def run(self, plan: Plan, progress: ProgressCallback | None = None) -> GeneratedAudio:
+        """Generate, stretch and encode one planned request."""
+        with self.registry.use(plan.entry.name) as loaded:
+            audio = loaded.batcher.generate(plan.request, plan.sampling, progress)
+            sample_rate = loaded.engine.info.sample_rate
+        if plan.params.speed != 1.0:
+            audio = time_stretch(audio, sample_rate, plan.params.speed)
+        encoded = encode_audio(audio, sample_rate, plan.params.response_format)
+        return GeneratedAudio(encoded=encoded, seed=plan.seed, model=plan.entry.name)
+
+    def generate(
+        self, params: GenerationParams, progress: ProgressCallback | None = None
+    ) -> GeneratedAudio:
+        return self.run(self.plan(params), progress)

@@ -1,0 +1,87 @@
+"""The Stable Audio entries of the BentoML model store, and the names they answer to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelNotFoundError
+
+FAMILY_LABEL = ("family", "stable-audio")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One store entry: ``name:version`` with its files and metadata."""
+
+    name: str
+    version: str
+    path: Path
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        return tuple(self.metadata.get("aliases", ()))
+
+    def describe(self) -> dict[str, Any]:
+        """The public description used by /health and the model list."""
+        keys = ("sample_rate", "channels", "max_seconds", "objective", "steps", "cfg_scale")
+        return {
+            "name": self.name,
+            "tag": self.tag,
+            "aliases": list(self.aliases),
+            "source": self.metadata.get("source"),
+            **{k: self.metadata.get(k) for k in keys},
+            "sampler": self.metadata.get("sampler"),
+        }
+
+
+def list_entries() -> list[ModelEntry]:
+    """The newest version of every Stable Audio model in the store, by name."""
+    import bentoml
+
+    newest: dict[str, Any] = {}
+    for model in bentoml.models.list():
+        if model.info.labels.get(FAMILY_LABEL[0]) != FAMILY_LABEL[1]:
+            continue
+        name = model.tag.name
+        if name not in newest or model.creation_time > newest[name].creation_time:
+            newest[name] = model
+    return [
+        ModelEntry(
+            name=m.tag.name,
+            version=str(m.tag.version),
+            path=Path(m.path),
+            metadata=dict(m.info.metadata),
+        )
+        for m in sorted(newest.values(), key=lambda m: m.tag.name)
+    ]
+
+
+class ModelCatalog:
+    """Resolves a request's model string (store name, tag, alias, repo id) to an entry."""
+
+    def __init__(self, entries: list[ModelEntry]) -> None:
+        self.entries = entries
+        self._names: dict[str, ModelEntry] = {}
+        for entry in entries:
+            for key in (entry.name, entry.tag, *entry.aliases):
+                self._names.setdefault(key.lower(), entry)
+
+    @classmethod
+    def from_store(cls) -> ModelCatalog:
+        return cls(list_entries())
+
+    def resolve(self, model: str) -> ModelEntry:
+        entry = self._names.get(model.strip().lower())
+        if entry is None:
+            raise ModelNotFoundError(model)
+        return entry
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.entries]
