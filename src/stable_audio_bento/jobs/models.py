@@ -1,0 +1,61 @@
+"""Job records: what a store keeps about one queued generation, and what a run produces."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
+FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})
+
+
+def new_job_id() -> str:
+    """An unguessable job id (128 random bits, hex)."""
+    return secrets.token_hex(16)
+
+
+class Job(BaseModel):
+    """One generation job. Timestamps are UTC epoch seconds (floats) throughout."""
+
+    id: str = Field(default_factory=new_job_id)
+    status: JobStatus = "queued"
+    request: dict[str, Any] = Field(default_factory=dict, description="Validated request body.")
+    model: str
+    response_format: str = "wav"
+    seed: int | None = Field(default=None, description="The seed used, once known.")
+    progress_step: int = 0
+    progress_total: int = 0
+    created_at: float = Field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    result_key: str | None = Field(default=None, description="Storage key of the output.")
+    fallback_path: str | None = Field(
+        default=None, description="Local copy of the output when the upload failed."
+    )
+    sample_rate: int | None = None
+    duration: float | None = Field(default=None, description="Output length in seconds.")
+    attempts: int = Field(default=0, description="How many times a worker claimed the job.")
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    idempotency_key: str | None = None
+    cancel_requested: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+@dataclass(frozen=True)
+class JobOutput:
+    """What a job run returns: encoded audio plus what the job record should say about it."""
+
+    data: bytes
+    format: str
+    seed: int
+    sample_rate: int
+    duration: float

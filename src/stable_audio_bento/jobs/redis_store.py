@@ -1,0 +1,185 @@
+"""Redis job store: any number of processes and replicas share one queue, with no leader.
+
+Layout (every key carries the ``{prefix}`` hash tag, so all live in one cluster slot):
+``{p}:job:<id>`` the job as JSON; sorted sets ``{p}:queued`` (by created_at),
+``{p}:running`` (by lease expiry), ``{p}:finished`` (by finished_at) and ``{p}:recent``
+(every job by created_at); ``{p}:idem:<key>`` -> job id. Creation is one Lua script (exact
+queue bound, idempotency); every other change is WATCH/MULTI on the job's key, which
+makes two claims of one job impossible. Times come from the Redis server clock, so
+replicas with skewed clocks still agree on when a lease expired.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from redis.exceptions import WatchError
+
+from ..errors import JobNotFoundError
+from .models import Job
+from .store import Change, JobStore
+
+_CREATE = """
+if ARGV[5] == '1' then
+  local existing = redis.call('GET', KEYS[4])
+  if existing then
+    local doc = redis.call('GET', ARGV[4] .. existing)
+    if doc then return {'existing', doc} end
+  end
+end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[6]) then return {'full'} end
+redis.call('SET', KEYS[3], ARGV[2])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+if ARGV[5] == '1' then redis.call('SET', KEYS[4], ARGV[1]) end
+return {'created'}
+"""
+
+
+class RedisJobStore(JobStore):
+    """Jobs in Redis under ``prefix``; one store object is safe to share between threads."""
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "stable-audio",
+        *,
+        max_queued: int = 64,
+        max_attempts: int = 3,
+        retry_after: int = 10,
+    ) -> None:
+        super().__init__(max_queued=max_queued, max_attempts=max_attempts, retry_after=retry_after)
+        self._redis: Any = redis.Redis.from_url(url, decode_responses=True)
+        self._p = "{" + prefix + "}"
+        self._queued = f"{self._p}:queued"
+        self._running = f"{self._p}:running"
+        self._finished = f"{self._p}:finished"
+        self._recent = f"{self._p}:recent"
+        self._create_script = self._redis.register_script(_CREATE)
+
+    def _job_key(self, job_id: str) -> str:
+        return f"{self._p}:job:{job_id}"
+
+    def _idem_key(self, key: str) -> str:
+        return f"{self._p}:idem:{key}"
+
+    def _now(self, client: Any = None) -> float:
+        seconds, micros = (client or self._redis).time()
+        return float(seconds) + float(micros) / 1e6
+
+    def create(self, job: Job) -> Job:
+        job = job.model_copy(update={"created_at": self._now()})
+        has_idem = job.idempotency_key is not None
+        idem_key = self._idem_key(job.idempotency_key) if job.idempotency_key else self._queued
+        result = self._create_script(
+            keys=[self._queued, self._recent, self._job_key(job.id), idem_key],
+            args=[
+                job.id,
+                job.model_dump_json(),
+                repr(job.created_at),
+                f"{self._p}:job:",
+                "1" if has_idem else "0",
+                self.max_queued,
+            ],
+        )
+        if result[0] == "existing":
+            return Job.model_validate_json(result[1])
+        if result[0] == "full":
+            raise self._queue_full()
+        return job
+
+    def get(self, job_id: str) -> Job:
+        raw = self._redis.get(self._job_key(job_id))
+        if raw is None:
+            raise JobNotFoundError(job_id)
+        return Job.model_validate_json(raw)
+
+    def list_recent(self, limit: int = 50) -> list[Job]:
+        ids = self._redis.zrevrange(self._recent, 0, limit - 1)
+        if not ids:
+            return []
+        docs = self._redis.mget([self._job_key(job_id) for job_id in ids])
+        return [Job.model_validate_json(doc) for doc in docs if doc is not None]
+
+    def count_queued(self) -> int:
+        return int(self._redis.zcard(self._queued))
+
+    def purge_expired(self, retention_seconds: float) -> list[str]:
+        cutoff = self._now() - retention_seconds
+        keys: list[str] = []
+        for job_id in self._redis.zrangebyscore(self._finished, "-inf", f"({cutoff!r}"):
+            job = self._delete_finished(job_id, cutoff)
+            if job is not None and job.result_key:
+                keys.append(job.result_key)
+        return keys
+
+    def _delete_finished(self, job_id: str, cutoff: float) -> Job | None:
+        key = self._job_key(job_id)
+        with self._redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    job = Job.model_validate_json(raw) if raw is not None else None
+                    if job is not None and not (job.finished and (job.finished_at or 0) < cutoff):
+                        return None  # changed since it was listed
+                    idem = ""
+                    if job is not None and job.idempotency_key:
+                        idem = self._idem_key(job.idempotency_key)
+                        pipe.watch(idem)
+                    owns_idem = bool(idem) and pipe.get(idem) == job_id
+                    pipe.multi()
+                    pipe.delete(key)
+                    pipe.zrem(self._finished, job_id)
+                    pipe.zrem(self._recent, job_id)
+                    if owns_idem:
+                        pipe.delete(idem)
+                    pipe.execute()
+                    return job
+                except WatchError:
+                    continue
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def _update(self, job_id: str, change: Change) -> Job | None:
+        key = self._job_key(job_id)
+        with self._redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        raise JobNotFoundError(job_id)
+                    old = Job.model_validate_json(raw)
+                    new = change(old, self._now(pipe))
+                    if new is None:
+                        return None
+                    pipe.multi()
+                    pipe.set(key, new.model_dump_json())
+                    self._reindex(pipe, old, new)
+                    pipe.execute()
+                    return new
+                except WatchError:
+                    continue
+
+    def _reindex(self, pipe: Any, old: Job, new: Job) -> None:
+        old_index, old_score = self._index(old)
+        new_index, new_score = self._index(new)
+        if old_index != new_index:
+            pipe.zrem(old_index, old.id)
+        if (old_index, old_score) != (new_index, new_score):
+            pipe.zadd(new_index, {new.id: new_score})
+
+    def _index(self, job: Job) -> tuple[str, float]:
+        if job.status == "queued":
+            return self._queued, job.created_at
+        if job.status == "running":
+            return self._running, job.lease_expires_at or 0.0
+        return self._finished, job.finished_at or 0.0
+
+    def _claim_candidates(self, limit: int) -> list[str]:
+        expired = self._redis.zrangebyscore(self._running, "-inf", repr(self._now()), 0, limit)
+        queued = self._redis.zrange(self._queued, 0, limit - 1)
+        return [*expired, *queued][:limit]

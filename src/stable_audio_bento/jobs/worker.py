@@ -1,0 +1,258 @@
+"""Background job worker: claims jobs, runs them, stores the audio, records the outcome."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..formats import FORMATS
+from ..storage import LocalStorage, Storage
+from .models import Job, JobOutput
+from .store import JobStore
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+IsCanceled = Callable[[], bool]
+RunJob = Callable[[Job, Progress, IsCanceled], JobOutput]
+
+
+class _Run:
+    """What the thread running a job and its lease keeper share."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.canceled = threading.Event()  # the user asked to cancel
+        self.lost = threading.Event()  # another worker owns the job now
+        self._lock = threading.Lock()
+        self._progress: tuple[int, int] | None = None
+        self._reported: tuple[int, int] | None = None
+
+    def set_progress(self, step: int, total: int) -> None:
+        with self._lock:
+            self._progress = (step, total)
+
+    @property
+    def progress(self) -> tuple[int, int] | None:
+        with self._lock:
+            return self._progress
+
+    def unreported_progress(self) -> tuple[int, int] | None:
+        with self._lock:
+            if self._progress == self._reported:
+                return None
+            self._reported = self._progress
+            return self._progress
+
+
+class JobWorker:
+    """Runs queued jobs on ``threads`` threads until ``stop()``.
+
+    ``run_job(job, progress, is_canceled)`` does the work; it should call ``progress(step,
+    total)`` as it goes and stop by raising once ``is_canceled()`` turns true. While it
+    runs, a keeper thread extends the lease, reports progress and watches for cancel. If
+    storing the output fails, the bytes are kept under ``fallback_dir`` and the job fails
+    with the reason. With ``retention_seconds`` set, finished jobs and their files are
+    purged every ``sweep_interval`` seconds.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        storage: Storage,
+        run_job: RunJob,
+        worker_id: str | None = None,
+        lease_seconds: float = 60.0,
+        poll_interval: float = 0.5,
+        *,
+        threads: int = 1,
+        fallback_dir: Path | str | None = None,
+        retention_seconds: float | None = None,
+        sweep_interval: float = 600.0,
+        heartbeat_interval: float | None = None,
+    ) -> None:
+        self.store = store
+        self.storage = storage
+        self.run_job = run_job
+        self.worker_id = worker_id or (
+            f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        )
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self.threads = threads
+        if fallback_dir is None:
+            base = storage.root if isinstance(storage, LocalStorage) else tempfile.gettempdir()
+            fallback_dir = Path(base) / "failed-uploads"
+        self.fallback_dir = Path(fallback_dir)
+        self.retention_seconds = retention_seconds
+        self.sweep_interval = sweep_interval
+        # Often enough that a cancel is seen within a second, and a lease survives two misses.
+        self.heartbeat_interval = heartbeat_interval or min(1.0, lease_seconds / 3)
+        self._stopping = threading.Event()
+        self._abort = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Start the worker threads (and the retention sweep)."""
+        if self._threads:
+            raise RuntimeError("JobWorker already started")
+        self._stopping.clear()
+        self._abort.clear()
+        for i in range(self.threads):
+            owner = f"{self.worker_id}/{i}"
+            self._spawn(f"job-worker-{i}", self._loop, owner)
+        if self.retention_seconds is not None:
+            self._spawn("job-retention", self._sweep_loop)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking jobs and let running ones finish for up to ``timeout`` seconds.
+
+        Jobs still running then are asked to stop (``is_canceled()`` turns true) and are
+        released back to the queue for another worker.
+        """
+        self._stopping.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in self._threads):
+            self._abort.set()
+            for thread in self._threads:
+                thread.join(self.lease_seconds)
+                if thread.is_alive():
+                    logger.warning("%s did not stop; its lease will expire", thread.name)
+        self._threads = []
+
+    def sweep(self) -> int:
+        """Purge jobs past retention and delete their outputs; return how many files."""
+        if self.retention_seconds is None:
+            return 0
+        keys = self.store.purge_expired(self.retention_seconds)
+        for key in keys:
+            try:
+                self.storage.delete(key)
+            except Exception:
+                logger.exception("Could not delete expired output %s", key)
+        return len(keys)
+
+    def _spawn(self, name: str, target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _loop(self, owner: str) -> None:
+        while not self._stopping.is_set():
+            try:
+                job = self.store.claim(owner, self.lease_seconds)
+            except Exception:
+                logger.exception("Claiming a job failed")
+                job = None
+            if job is None:
+                self._stopping.wait(self.poll_interval)
+                continue
+            try:
+                self._process(job, owner)
+            except Exception:
+                # Only the store can fail here; the lease expires and the job is retried.
+                logger.exception("Recording the outcome of job %s failed", job.id)
+
+    def _sweep_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.sweep()
+            except Exception:
+                logger.exception("Retention sweep failed")
+            self._stopping.wait(self.sweep_interval)
+
+    def _process(self, job: Job, owner: str) -> None:
+        run = _Run()
+        keeper = threading.Thread(
+            target=self._keep_lease, args=(job.id, owner, run), name=f"lease-{job.id[:8]}"
+        )
+        keeper.start()
+        try:
+            self._run_and_record(job, owner, run)
+        finally:
+            run.done.set()
+            keeper.join()
+
+    def _run_and_record(self, job: Job, owner: str, run: _Run) -> None:
+        def is_canceled() -> bool:
+            return run.canceled.is_set() or run.lost.is_set() or self._abort.is_set()
+
+        started = time.monotonic()
+        try:
+            output: JobOutput | None = self.run_job(job, run.set_progress, is_canceled)
+            error: Exception | None = None
+        except Exception as e:
+            output, error = None, e
+        if run.lost.is_set():
+            logger.warning("Lost the lease on job %s; dropping its result", job.id)
+        elif run.canceled.is_set():
+            self.store.mark_canceled(job.id, owner, progress=run.progress)
+        elif output is not None:
+            self._store_output(job, owner, output, run.progress)
+            logger.info("Job %s finished in %.2f s", job.id, time.monotonic() - started)
+        elif self._abort.is_set():
+            self.store.release(job.id, owner)  # it stopped because we are shutting down
+        else:
+            message = str(error) or type(error).__name__
+            logger.warning("Job %s failed: %s", job.id, message)
+            self.store.mark_failed(job.id, owner, message, progress=run.progress)
+
+    def _store_output(
+        self, job: Job, owner: str, output: JobOutput, progress: tuple[int, int] | None
+    ) -> None:
+        try:
+            key = self.storage.save(job.id, output.format, output.data)
+        except Exception as e:
+            logger.error("Storing the output of job %s failed: %s", job.id, e)
+            error = f"Storing the output failed: {e}"
+            fallback = self._keep_locally(job, output)
+            if fallback is None:
+                error += " (the local fallback copy failed too)"
+            self.store.mark_failed(job.id, owner, error, fallback_path=fallback, progress=progress)
+            return
+        if not self.store.mark_succeeded(
+            job.id,
+            owner,
+            result_key=key,
+            seed=output.seed,
+            sample_rate=output.sample_rate,
+            duration=output.duration,
+            progress=progress,
+        ):
+            logger.warning("Lost the lease on job %s after storing %s", job.id, key)
+
+    def _keep_locally(self, job: Job, output: JobOutput) -> str | None:
+        extension = FORMATS[output.format].extension if output.format in FORMATS else "bin"
+        path = self.fallback_dir / f"{job.id}.{extension}"
+        try:
+            self.fallback_dir.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(output.data)
+        except OSError:
+            logger.exception("Could not keep the output of job %s at %s", job.id, path)
+            return None
+        return str(path)
+
+    def _keep_lease(self, job_id: str, owner: str, run: _Run) -> None:
+        while not run.done.wait(self.heartbeat_interval):
+            try:
+                job = self.store.heartbeat(
+                    job_id, owner, self.lease_seconds, progress=run.unreported_progress()
+                )
+            except Exception:
+                # A store hiccup: keep trying; the lease outlives a few missed beats.
+                logger.exception("Heartbeat for job %s failed", job_id)
+                continue
+            if job is None:
+                run.lost.set()
+                return
+            if job.cancel_requested:
+                run.canceled.set()
