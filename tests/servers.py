@@ -253,3 +253,92 @@ def seaweedfs_s3(bucket: str = "test-bucket", timeout: float = 30.0) -> Iterator
 
     with _server(launch, timeout, grace=1.0) as process:
         yield S3Server(endpoint_url=endpoint, bucket=bucket, process=process)
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class BentoServer:
+    """A running ``bentoml serve`` (its own process group, so a kill reaches every worker)."""
+
+    url: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the whole server: no shutdown hooks run, as in a crash or an OOM kill."""
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(30)
+
+    def stop(self, grace: float = 20.0) -> None:
+        if self.process.poll() is not None:
+            return
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """Until ``/readyz`` answers 200 (models preloaded, job worker running)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"bentoml serve exited with status {process.returncode}")
+        with suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.25)
+    raise RuntimeError(f"bentoml serve not ready after {timeout} s")
+
+
+def start_bento(
+    env: dict[str, str],
+    log_path: Path,
+    *,
+    target: str = "service:StableAudio",
+    cwd: Path = REPO_ROOT,
+    python: str | None = None,
+    port: int | None = None,
+    timeout: float = 240.0,
+) -> BentoServer:
+    """Start ``bentoml serve TARGET`` with ``env`` on top of ours and wait until it is ready."""
+    import sys
+
+    port = port or free_ports(1)[0]
+    url = f"http://{HOST}:{port}"
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    command = [python or sys.executable, "-m", "bentoml", "serve", target]
+    command += ["--host", HOST, "--port", str(port)]
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=full_env, stdout=log, stderr=log, start_new_session=True
+        )
+    server = BentoServer(url=url, port=port, process=process, log_path=log_path, env=env)
+    try:
+        wait_ready(url, process, timeout)
+    except RuntimeError as e:
+        server.kill()
+        raise RuntimeError(f"{e}\n{server.log()[-4000:]}") from e
+    return server
+
+
+@contextmanager
+def bento_serve(env: dict[str, str], log_path: Path, **kwargs: Any) -> Iterator[BentoServer]:
+    """``start_bento`` as a context manager that always stops the server."""
+    server = start_bento(env, log_path, **kwargs)
+    try:
+        yield server
+    finally:
+        server.stop()

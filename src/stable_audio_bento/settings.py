@@ -73,10 +73,15 @@ class Settings(BaseSettings):
         default=None, description="SQLite file. Unset: jobs.sqlite3 inside output_dir."
     )
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = Field(default="stable-audio", description="Key prefix in Redis.")
     job_queue_size: int = Field(default=64, ge=1, description="Queued jobs accepted at once.")
     job_lease_seconds: float = Field(default=60.0, gt=0)
     job_retention_seconds: float = Field(default=24 * 3600.0, gt=0)
     job_workers: int = Field(default=1, ge=1)
+    job_max_attempts: int = Field(
+        default=3, ge=1, description="Claims of one job before it fails (a job that kills workers)."
+    )
+    job_retry_after: int = Field(default=10, ge=1, description="Retry-After of a 429, seconds.")
 
     # Auth
     api_keys: CommaList = Field(default_factory=list)

@@ -254,11 +254,16 @@ def _finish(job: Job, now: float, status: str, **fields: object) -> Job:
 
 def job_store_from_settings(settings: Settings) -> JobStore:
     """SQLite at ``job_db_path`` (one host) or Redis at ``redis_url`` (shared by replicas)."""
+    limits = {
+        "max_queued": settings.job_queue_size,
+        "max_attempts": settings.job_max_attempts,
+        "retry_after": settings.job_retry_after,
+    }
     if settings.job_store == "redis":
         from .redis_store import RedisJobStore
 
-        return RedisJobStore(settings.redis_url, max_queued=settings.job_queue_size)
+        return RedisJobStore(settings.redis_url, settings.redis_prefix, **limits)
     from .sqlite_store import SQLiteJobStore
 
     assert settings.job_db_path is not None  # filled in by Settings' validator
-    return SQLiteJobStore(settings.job_db_path, max_queued=settings.job_queue_size)
+    return SQLiteJobStore(settings.job_db_path, **limits)

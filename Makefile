@@ -1,0 +1,56 @@
+# The two set-up commands (README): `make serve` and `make test`.
+# Both create or reuse .venv and install the pinned stack from requirements/ first.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PORT ?= 3000
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SYSTEM_PACKAGES := ffmpeg redis-server chromium chromium-driver
+
+.PHONY: install serve test lint system-deps bench lock clean
+
+$(STAMP): requirements/lock.txt requirements/dev.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/pip.txt
+	$(PY) -m pip install --quiet -r requirements/lock.txt -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# Serve the demo model (imported into the BentoML store the first time) on port $(PORT).
+serve: $(STAMP)
+	@$(PY) -m models list | grep -q '^demo:' || $(PY) -m models import demo
+	BENTOML_DO_NOT_TRACK=True $(VENV)/bin/bentoml serve . --port $(PORT)
+
+# What the tests start for real: ffprobe, redis-server, a headless Chromium.
+system-deps:
+	@missing=""; \
+	for bin in ffprobe redis-server chromium chromedriver; do \
+		command -v $$bin >/dev/null || missing=yes; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+			$(SYSTEM_PACKAGES) >/dev/null; \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: $(STAMP) system-deps lint
+	BENTOML_DO_NOT_TRACK=True $(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+# Re-pin requirements/lock.txt from the loose dependencies in pyproject.toml.
+lock:
+	$(PY) scripts/lock.py
+
+clean:
+	rm -rf $(VENV) test-artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,98 @@
+"""The BentoML service: a thin adapter from typed APIs and HTTP routes to ``stable_audio_bento``.
+
+Native APIs (usable from ``bentoml.SyncHTTPClient`` / ``AsyncHTTPClient``):
+  ``POST /api/generate``                 sync: request in, audio file out
+  ``POST /api/generate_async/submit``    task: ``/status``, ``/get`` (BentoML task protocol)
+Compatible routes (FastAPI, mounted at ``/``): ``/v1/audio/generate``, ``/v1/audio/generations``,
+``/generate``, ``/jobs``, ``/health``, ``/outputs/{key}``, ``/ui/``.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from pathlib import Path
+from typing import Annotated
+
+# huggingface_hub reads its cache and offline settings once, at import: set them first.
+from stable_audio_bento.hub_cache import prepare_offline_hub
+
+prepare_offline_hub()
+
+import bentoml  # noqa: E402
+from bentoml.exceptions import BentoMLException  # noqa: E402
+from bentoml.validators import ContentType  # noqa: E402
+from starlette.responses import Response  # noqa: E402
+
+from stable_audio_bento.api import audio_response, create_app, map_error  # noqa: E402
+from stable_audio_bento.auth import ApiKeyMiddleware  # noqa: E402
+from stable_audio_bento.errors import StableAudioError  # noqa: E402
+from stable_audio_bento.schemas import AudioGenerateRequest  # noqa: E402
+from stable_audio_bento.settings import Settings  # noqa: E402
+
+logging.basicConfig(level=logging.INFO)
+settings = Settings()
+app = create_app()
+
+AudioFile = Annotated[Path, ContentType("audio/*")]
+
+
+class ApiError(BentoMLException):
+    """Carries an HTTP status chosen by ``map_error`` through BentoML's API layer."""
+
+    def __init__(self, error: StableAudioError) -> None:
+        response = map_error(error)
+        super().__init__(response.body.decode())
+        self.error_code = HTTPStatus(response.status_code)
+
+
+@bentoml.asgi_app(app, path="/")
+@bentoml.service(
+    name="stable-audio",
+    resources={"gpu": 1},
+    traffic={"timeout": 3600, "max_concurrency": 256},
+    # Sync APIs and routes run in this pool: status and health stay responsive during
+    # generation, and concurrent requests reach the coalescer together.
+    threads=32,
+    workers=1,
+)
+class StableAudio:
+    def __init__(self) -> None:
+        from stable_audio_bento.runtime import Runtime
+
+        self.runtime = Runtime(settings)
+        app.state.runtime = self.runtime
+        self.runtime.start()
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        self.runtime.stop()
+
+    def __is_ready__(self) -> bool:
+        return self.runtime.ready
+
+    @bentoml.api(route="/api/generate")
+    def generate(self, request: AudioGenerateRequest, /) -> AudioFile:
+        """Generate audio; the body is a vLLM-Omni Audio Generate request."""
+        try:
+            result = self.runtime.generate(request.to_params())
+        except StableAudioError as e:
+            raise ApiError(e) from e
+        return audio_response(result)  # type: ignore[return-value]
+
+    @bentoml.task(route="/api/generate_async")
+    def generate_async(self, request: AudioGenerateRequest, /, ctx: bentoml.Context) -> AudioFile:
+        """The same generation as a BentoML task (submit, then poll status and get)."""
+        try:
+            response = audio_response(self.runtime.generate(request.to_params()))
+        except Exception as e:
+            # BentoML 1.4 leaves a task whose function raises `in_progress` forever; answering
+            # with an error status ends it `failed` instead, with the error body as its result.
+            error = e if isinstance(e, StableAudioError) else StableAudioError(str(e))
+            response = map_error(error)
+        ctx.response.status_code = response.status_code
+        result: Response = response
+        return result  # type: ignore[return-value]
+
+
+StableAudio.add_asgi_middleware(ApiKeyMiddleware, keys=settings.api_keys)

@@ -1,0 +1,75 @@
+"""Shared fixtures: an isolated model store with the demo model, and a real ``bentoml serve``.
+
+Every test session gets its own ``BENTOML_HOME`` (a temporary directory) so that nothing from a
+developer's store leaks in, and the offline Hugging Face cache is set up before anything can
+import huggingface_hub, exactly as the service does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from stable_audio_bento.hub_cache import prepare_offline_hub
+
+prepare_offline_hub()
+
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="test-bentoml-home-"))
+os.environ["BENTOML_HOME"] = str(_SESSION_HOME)
+os.environ.pop("STABLE_AUDIO_API_KEYS", None)
+
+import pytest  # noqa: E402
+
+from tests.servers import REPO_ROOT, BentoServer, bento_serve  # noqa: E402
+
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def bentoml_home() -> Path:
+    """The session's model store root (``BENTOML_HOME``)."""
+    return _SESSION_HOME
+
+
+@pytest.fixture(scope="session")
+def demo_tag(bentoml_home: Path) -> str:
+    """The demo model, imported once per session into the session's store."""
+    from models import DEMO_RECIPE
+    from stable_audio_bento.model_import import import_source
+
+    return str(import_source("demo", None, recipe_dir=DEMO_RECIPE))
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Where tests leave files worth looking at after a run (screenshots, logs)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+def serve_env(workdir: Path, **overrides: str) -> dict[str, str]:
+    """The environment of a test server: the session store, its own outputs and job database."""
+    env = {
+        "BENTOML_HOME": os.environ["BENTOML_HOME"],
+        "STABLE_AUDIO_OUTPUT_DIR": str(workdir / "outputs"),
+        "STABLE_AUDIO_DEVICE": "cpu",
+        "STABLE_AUDIO_API_KEYS": "",
+        "BENTOML_DO_NOT_TRACK": "True",
+    }
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture(scope="session")
+def server(demo_tag: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BentoServer]:
+    """One shared ``bentoml serve`` of the demo model, open (no API keys), local storage."""
+    workdir = tmp_path_factory.mktemp("server")
+    with bento_serve(serve_env(workdir), workdir / "server.log") as running:
+        yield running
