@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,18 +65,33 @@ def list_entries() -> list[ModelEntry]:
 
 
 class ModelCatalog:
-    """Resolves a request's model string (store name, tag, alias, repo id) to an entry."""
+    """Resolves a request's model string (store name, tag, alias, repo id) to an entry.
 
-    def __init__(self, entries: list[ModelEntry]) -> None:
+    ``extra_aliases`` (alias -> any name of an entry) adds server-configured names; a name an
+    entry already answers to is never taken over by one.
+    """
+
+    def __init__(
+        self, entries: list[ModelEntry], extra_aliases: Mapping[str, str] | None = None
+    ) -> None:
         self.entries = entries
         self._names: dict[str, ModelEntry] = {}
         for entry in entries:
             for key in (entry.name, entry.tag, *entry.aliases):
                 self._names.setdefault(key.lower(), entry)
+        for alias, target in (extra_aliases or {}).items():
+            found = self._names.get(target.strip().lower())
+            if found is not None:
+                self._names.setdefault(alias.strip().lower(), found)
 
     @classmethod
-    def from_store(cls) -> ModelCatalog:
-        return cls(list_entries())
+    def from_store(cls, extra_aliases: Mapping[str, str] | None = None) -> ModelCatalog:
+        return cls(list_entries(), extra_aliases)
+
+    def aliases_of(self, entry: ModelEntry) -> list[str]:
+        """Every alias ``entry`` answers to, its own and the server's."""
+        own = {entry.name.lower(), entry.tag.lower()}
+        return [k for k, e in self._names.items() if e is entry and k not in own]
 
     def resolve(self, model: str) -> ModelEntry:
         entry = self._names.get(model.strip().lower())

@@ -36,6 +36,12 @@ def load_engine(entry: ModelEntry, settings: Settings) -> StableAudioEngine:
     )
 
 
+def engine_bytes(engine: StableAudioEngine) -> int:
+    """Bytes of parameters and buffers the engine holds on its device."""
+    tensors = [*engine.model.parameters(), *engine.model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 @dataclass
 class LoadedModel:
     entry: ModelEntry
@@ -43,6 +49,7 @@ class LoadedModel:
     batcher: Batcher
     in_use: int = 0
     last_used: float = field(default_factory=time.monotonic)
+    nbytes: int = 0
 
 
 class ModelRegistry:
@@ -66,7 +73,7 @@ class ModelRegistry:
     @property
     def catalog(self) -> ModelCatalog:
         if self._catalog is None:
-            self._catalog = ModelCatalog.from_store()
+            self._catalog = ModelCatalog.from_store(self.settings.model_aliases)
         return self._catalog
 
     def resolve(self, model: str | None) -> ModelEntry:
@@ -76,7 +83,7 @@ class ModelRegistry:
             return self.catalog.resolve(name)
         except ModelNotFoundError:
             # A model imported after the server started is found on the next look.
-            self._catalog = ModelCatalog.from_store()
+            self._catalog = ModelCatalog.from_store(self.settings.model_aliases)
             return self._catalog.resolve(name)
 
     # ----------------------------------------------------------------- loading
@@ -119,7 +126,7 @@ class ModelRegistry:
                 max_wait=self.settings.batch_wait_ms / 1000,
                 budget_seconds=self.settings.batch_budget_seconds,
             )
-            loaded = LoadedModel(entry, engine, batcher, in_use=1)
+            loaded = LoadedModel(entry, engine, batcher, in_use=1, nbytes=engine_bytes(engine))
             with self._lock:
                 self._loaded[entry.name] = loaded
                 victims = self._evictable()
@@ -130,15 +137,19 @@ class ModelRegistry:
             return loaded
 
     def _evictable(self) -> list[LoadedModel]:
-        """Pop least-recently-used idle models beyond the bound (lock held)."""
+        """Pop least-recently-used idle models beyond the count or memory bound (lock held)."""
+        budget = self.settings.model_memory_budget_mb * 2**20 or float("inf")
+
+        def over() -> bool:
+            total = sum(m.nbytes for m in self._loaded.values())
+            return len(self._loaded) > self.settings.max_loaded_models or total > budget
+
         victims = []
-        excess = len(self._loaded) - self.settings.max_loaded_models
         for name, loaded in list(self._loaded.items()):
-            if excess <= 0:
+            if not over():
                 break
             if loaded.in_use == 0:
                 victims.append(self._loaded.pop(name))
-                excess -= 1
         return victims
 
     def close(self) -> None:
@@ -161,7 +172,10 @@ class ModelRegistry:
             default = self.resolve(None).name
         return {
             "default_model": default,
-            "available_models": [e.describe() for e in self.catalog.entries],
+            "available_models": [
+                {**e.describe(), "aliases": self.catalog.aliases_of(e)}
+                for e in self.catalog.entries
+            ],
             "preloaded_models": list(self.preloaded),
             "loaded_models": self.loaded_names(),
         }

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .errors import StableAudioError
+from .errors import ModelLoadError, ModelNotFoundError, StableAudioError
 from .generation import AudioGenerator, GeneratedAudio, Plan
 from .jobs.models import Job, JobOutput
 from .jobs.store import JobStore, job_store_from_settings
@@ -47,6 +47,14 @@ class Runtime:
         """Preload models, then start taking jobs (queued ones from before a restart too)."""
         if not self.settings.auth_enabled:
             log.warning("STABLE_AUDIO_API_KEYS is not set: the API is open to every caller")
+        for alias, target in self.settings.model_aliases.items():
+            try:
+                self.registry.resolve(target)
+            except ModelNotFoundError as e:
+                raise ModelLoadError(
+                    f"STABLE_AUDIO_MODEL_ALIASES maps {alias!r} to {target!r}, "
+                    "which is not in the model store"
+                ) from e
         self.registry.preload()
         self.worker.start()
         self.ready = True

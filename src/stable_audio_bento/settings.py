@@ -40,9 +40,18 @@ class Settings(BaseSettings):
         default=None,
         description="Models loaded at start, comma-separated. Unset: the default. Empty: none.",
     )
+    model_aliases: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="Extra model names, comma-separated ALIAS=MODEL pairs (small-sfx=demo).",
+    )
     device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
     model_half: bool = Field(default=True, description="Half precision on CUDA.")
     max_loaded_models: int = Field(default=2, ge=1, description="LRU bound on models in memory.")
+    model_memory_budget_mb: int = Field(
+        default=0,
+        ge=0,
+        description="LRU bound on the weights in memory, MiB (0: no bound beyond the count).",
+    )
 
     # Request limits
     max_duration: float = Field(default=380.0, gt=0, description="API-wide cap in seconds.")
@@ -90,6 +99,21 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_lists(cls, value: object) -> object:
         return _split_commas(value)
+
+    @field_validator("model_aliases", mode="before")
+    @classmethod
+    def _alias_pairs(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs: dict[str, str] = {}
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            alias, sep, target = item.partition("=")
+            if not sep or not alias.strip() or not target.strip():
+                raise ValueError(f"expected ALIAS=MODEL pairs separated by commas, got {item!r}")
+            pairs[alias.strip()] = target.strip()
+        return pairs
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
