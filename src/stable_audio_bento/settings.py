@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
@@ -114,6 +121,21 @@ class Settings(BaseSettings):
                 raise ValueError(f"expected ALIAS=MODEL pairs separated by commas, got {item!r}")
             pairs[alias.strip()] = target.strip()
         return pairs
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _name_variables(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
+        """Report errors under the environment variable a user sets, not the field name."""
+        try:
+            return handler(data)
+        except ValidationError as e:
+            errors: list[Any] = []
+            for error in e.errors():
+                loc = list(error["loc"])
+                if loc and isinstance(loc[0], str) and not loc[0].isupper():
+                    loc[0] = f"STABLE_AUDIO_{loc[0].upper()}"
+                errors.append({**error, "loc": tuple(loc)})
+            raise ValidationError.from_exception_data(e.title, errors) from None
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
