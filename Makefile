@@ -21,7 +21,7 @@ install: $(STAMP)
 
 # Serve the demo model (imported into the BentoML store the first time) on port $(PORT).
 serve: $(STAMP)
-	@$(PY) -m models list | grep -q '^demo:' || $(PY) -m models import demo
+	@$(PY) -m models list | grep -q '^stable-audio-demo:' || $(PY) -m models import demo
 	BENTOML_DO_NOT_TRACK=True $(VENV)/bin/bentoml serve . --port $(PORT)
 
 # What the tests start for real: ffprobe, redis-server, a headless Chromium.

@@ -30,7 +30,8 @@ from stable_audio_bento.errors import StableAudioError  # noqa: E402
 from stable_audio_bento.schemas import AudioGenerateRequest  # noqa: E402
 from stable_audio_bento.settings import Settings  # noqa: E402
 
-logging.basicConfig(level=logging.INFO)
+# BentoML sets up the handlers; our loggers report model loads, evictions and job outcomes.
+logging.getLogger("stable_audio_bento").setLevel(logging.INFO)
 settings = Settings()
 app = create_app()
 

@@ -26,6 +26,9 @@ import pytest  # noqa: E402
 from tests.servers import REPO_ROOT, BentoServer, bento_serve  # noqa: E402
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
+DOC_MODEL_ALIASES = (
+    "small-sfx=demo,small-music=demo,medium=demo,stabilityai/stable-audio-3-medium=demo"
+)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -69,7 +72,12 @@ def serve_env(workdir: Path, **overrides: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def server(demo_tag: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BentoServer]:
-    """One shared ``bentoml serve`` of the demo model, open (no API keys), local storage."""
+    """One shared ``bentoml serve`` of the demo model, open (no API keys), local storage.
+
+    The stable-audio-api README's model names answer to the demo model here, so its examples
+    run as written.
+    """
     workdir = tmp_path_factory.mktemp("server")
-    with bento_serve(serve_env(workdir), workdir / "server.log") as running:
+    env = serve_env(workdir, STABLE_AUDIO_MODEL_ALIASES=DOC_MODEL_ALIASES)
+    with bento_serve(env, workdir / "server.log") as running:
         yield running

@@ -87,6 +87,18 @@ def _encode_av(
     return buffer.getvalue()
 
 
+def _decoded_peak(data: bytes) -> float:
+    """The largest absolute sample a decoder (FFmpeg's, through PyAV) makes of ``data``."""
+    import av
+    import numpy as np
+
+    peak = 0.0
+    with av.open(io.BytesIO(data), mode="r") as container:
+        for frame in container.decode(audio=0):
+            peak = max(peak, float(np.abs(frame.to_ndarray()).max()))
+    return peak
+
+
 def _resample(audio: FloatAudio, from_rate: int, to_rate: int) -> FloatAudio:
     """Band-limited resampling with soxr, in one stateless call.
 
@@ -112,6 +124,17 @@ class AudioFormat:
     encoder: Encoder = field(repr=False)
     # The rate the format is always encoded at (the input is resampled); None keeps the input's.
     sample_rate: int | None = None
+    # Lossy codecs overshoot the input's peaks on decode: their input is kept below this, and
+    # the encoded file is decoded once to check that it does not clip.
+    max_peak: float = 1.0
+
+    @property
+    def lossy(self) -> bool:
+        return self.max_peak < 1.0
+
+
+LOSSY_PEAK = 10 ** (-1 / 20)  # -1 dBFS, the usual ceiling before lossy encoding
+CLIP_LIMIT = 32767 / 32768  # a decoded peak at or above this clips in 16-bit playback
 
 
 FORMATS: dict[str, AudioFormat] = {
@@ -132,15 +155,18 @@ FORMATS: dict[str, AudioFormat] = {
         AudioFormat(
             "mp3", "audio/mpeg", "mp3", "MP3 (LAME), 192 kbit/s",
             partial(_encode_av, container="mp3", codec="libmp3lame", bit_rate=192_000),
+            max_peak=LOSSY_PEAK,
         ),
         AudioFormat(
             "aac", "audio/aac", "aac", "AAC-LC in an ADTS stream, 192 kbit/s",
             partial(_encode_av, container="adts", codec="aac", bit_rate=192_000),
+            max_peak=LOSSY_PEAK,
         ),
         AudioFormat(
             "opus", "audio/opus", "opus", "Opus in Ogg at 48 kHz, 128 kbit/s",
             partial(_encode_av, container="ogg", codec="libopus", bit_rate=128_000),
             sample_rate=48_000,
+            max_peak=LOSSY_PEAK,
         ),
     )
 }  # fmt: skip
@@ -171,9 +197,12 @@ class EncodedAudio:
 def encode_audio(audio: npt.ArrayLike, sample_rate: int, fmt: str) -> EncodedAudio:
     """Encode float ``(channels, samples)`` audio in [-1, 1] (mono or stereo) as ``fmt``.
 
-    Samples outside [-1, 1] are clipped. ``duration`` counts the input's samples (after any
-    resampling): MP3 and Ogg Opus signal their encoder delay and padding so decoders return
-    exactly that; ADTS cannot, so AAC decoders add 1024 priming samples and pad to a frame.
+    Samples outside [-1, 1] are clipped. Lossy formats get -1 dBFS of headroom, and the encoded
+    file is decoded to check it: if the codec's overshoot still reaches full scale, the input
+    is scaled down by that much and encoded again, so no decoder clips. ``duration`` counts the
+    input's samples (after any resampling): MP3 and Ogg Opus signal their encoder delay and
+    padding so decoders return exactly that; ADTS cannot, so AAC decoders add 1024 priming
+    samples and pad to a frame.
     """
     import numpy as np
 
@@ -191,11 +220,22 @@ def encode_audio(audio: npt.ArrayLike, sample_rate: int, fmt: str) -> EncodedAud
     if not np.isfinite(samples).all():
         raise ValueError("audio contains NaN or infinite samples")
     samples = np.clip(samples, -1.0, 1.0)
+    peak = float(np.abs(samples).max())
+    if peak > audio_format.max_peak:
+        samples = samples * np.float32(audio_format.max_peak / peak)
     rate = audio_format.sample_rate or sample_rate
     if rate != sample_rate:
         samples = _resample(samples, sample_rate, rate)
+    data = audio_format.encoder(samples, rate)
+    for _ in range(3 if audio_format.lossy else 0):
+        decoded = _decoded_peak(data)
+        if decoded < CLIP_LIMIT:
+            break
+        # Codecs are close to linear in level: scale the input by the overshoot and encode again.
+        samples = samples * np.float32(audio_format.max_peak / decoded)
+        data = audio_format.encoder(samples, rate)
     return EncodedAudio(
-        data=audio_format.encoder(samples, rate),
+        data=data,
         format=audio_format,
         sample_rate=rate,
         channels=samples.shape[0],
