@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     storage_public_base_url: str | None = None
     presigned_url_expires: int = Field(default=3600, ge=1)
     storage_upload_attempts: int = Field(default=4, ge=1)
+    storage_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds one S3 request may wait for an answer."
+    )
 
     # Jobs
     job_store: Literal["sqlite", "redis"] = "sqlite"

@@ -250,5 +250,7 @@ def storage_from_settings(settings: Settings) -> Storage:
             public_base_url=settings.storage_public_base_url,
             presigned_expires=settings.presigned_url_expires,
             upload_attempts=settings.storage_upload_attempts,
+            connect_timeout=min(5.0, settings.storage_timeout),
+            read_timeout=settings.storage_timeout,
         )
     return LocalStorage(settings.output_dir)
