@@ -40,6 +40,8 @@ class Runtime:
             threads=settings.job_workers,
             fallback_dir=settings.output_dir / "failed-uploads",
             retention_seconds=settings.job_retention_seconds,
+            # Nothing outlives its retention by more than a quarter of it (or ten minutes).
+            sweep_interval=min(600.0, settings.job_retention_seconds / 4),
         )
         self.ready = False
 

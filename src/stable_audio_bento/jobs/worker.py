@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -130,7 +131,10 @@ class JobWorker:
         self._threads = []
 
     def sweep(self) -> int:
-        """Purge jobs past retention and delete their outputs; return how many files."""
+        """Purge jobs past retention and delete their outputs; return how many files.
+
+        Local copies of outputs whose upload failed (``fallback_dir``) go at the same age.
+        """
         if self.retention_seconds is None:
             return 0
         keys = self.store.purge_expired(self.retention_seconds)
@@ -139,7 +143,19 @@ class JobWorker:
                 self.storage.delete(key)
             except Exception:
                 logger.exception("Could not delete expired output %s", key)
-        return len(keys)
+        return len(keys) + self._purge_fallbacks(time.time() - self.retention_seconds)
+
+    def _purge_fallbacks(self, cutoff: float) -> int:
+        deleted = 0
+        with contextlib.suppress(FileNotFoundError):
+            for path in self.fallback_dir.iterdir():
+                try:
+                    if path.is_file() and path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        deleted += 1
+                except OSError:
+                    logger.exception("Could not delete expired local copy %s", path)
+        return deleted
 
     def _spawn(self, name: str, target: Callable[..., None], *args: object) -> None:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
