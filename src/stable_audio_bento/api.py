@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 
 from .errors import (
     GenerationError,
+    IdempotencyKeyReusedError,
     InvalidRequestError,
     JobNotFoundError,
     ModelLoadError,
@@ -56,6 +57,8 @@ def map_error(error: StableAudioError) -> JSONResponse:
         return error_response(404, str(error), "NotFoundError", "model")
     if isinstance(error, JobNotFoundError):
         return error_response(404, str(error), "NotFoundError", "id")
+    if isinstance(error, IdempotencyKeyReusedError):
+        return error_response(409, str(error), "ConflictError", "Idempotency-Key")
     if isinstance(error, QueueFullError):
         return error_response(
             429, str(error), "RateLimitError", None, **{"Retry-After": str(error.retry_after)}
@@ -99,6 +102,7 @@ def job_view(job: Job, runtime: Runtime, base_url: str) -> dict[str, Any]:
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
         "attempts": job.attempts,
+        "worker": job.worker,
         "request": job.request,
         "error": job.error,
         "cancel_requested": job.cancel_requested,

@@ -51,6 +51,18 @@ class QueueFullError(StableAudioError):
         self.retry_after = retry_after
 
 
+class IdempotencyKeyReusedError(StableAudioError):
+    """An ``Idempotency-Key`` already names a job with a different request body."""
+
+    def __init__(self, key: str, job_id: str) -> None:
+        super().__init__(
+            f"Idempotency-Key `{key}` was already used for job `{job_id}` with a different "
+            "request body; use a new key for a new job."
+        )
+        self.key = key
+        self.job_id = job_id
+
+
 class StorageError(StableAudioError):
     """Writing or reading an output file failed."""
 

@@ -6,7 +6,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .errors import ModelLoadError, ModelNotFoundError, StableAudioError
+from .errors import (
+    IdempotencyKeyReusedError,
+    ModelLoadError,
+    ModelNotFoundError,
+    StableAudioError,
+)
 from .generation import AudioGenerator, GeneratedAudio, Plan
 from .jobs.models import Job, JobOutput
 from .jobs.store import JobStore, job_store_from_settings
@@ -75,11 +80,15 @@ class Runtime:
 
     # ------------------------------------------------------------------------ jobs
     def submit_job(self, body: GenerationsRequest, idempotency_key: str | None = None) -> Job:
-        """Validate now (bad requests never queue), fix the seed, queue the job."""
+        """Validate now (bad requests never queue), fix the seed, queue the job.
+
+        A reused ``idempotency_key`` returns its job when the body is the same request (a
+        retry), and raises IdempotencyKeyReusedError when it is a different one.
+        """
         plan: Plan = self.generator.plan(body.to_params())
         request = body.model_dump()
         request["seed"] = plan.seed
-        job = Job(
+        new = Job(
             model=plan.entry.name,
             response_format=body.response_format,
             seed=plan.seed,
@@ -87,7 +96,14 @@ class Runtime:
             progress_total=plan.sampling.steps,
             idempotency_key=idempotency_key,
         )
-        return self.jobs.create(job)
+        job = self.jobs.create(new)
+        if idempotency_key is not None and job.id != new.id:
+            sent = body.model_dump()
+            if sent["seed"] == -1:  # a retry of a random-seed request cannot know the seed
+                sent["seed"] = job.request.get("seed")
+            if sent != job.request:
+                raise IdempotencyKeyReusedError(idempotency_key, job.id)
+        return job
 
     def run_job(
         self,

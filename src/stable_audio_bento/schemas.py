@@ -121,6 +121,7 @@ ErrorType = Literal[
     "BadRequestError",
     "AuthenticationError",
     "NotFoundError",
+    "ConflictError",
     "RateLimitError",
     "InternalServerError",
     "ServiceUnavailableError",

@@ -41,6 +41,9 @@ class Job(BaseModel):
     duration: float | None = Field(default=None, description="Output length in seconds.")
     attempts: int = Field(default=0, description="How many times a worker claimed the job.")
     lease_owner: str | None = None
+    worker: str | None = Field(
+        default=None, description="The worker that claimed the job last (kept once finished)."
+    )
     lease_expires_at: float | None = None
     idempotency_key: str | None = None
     cancel_requested: bool = False

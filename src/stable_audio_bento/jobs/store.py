@@ -106,6 +106,7 @@ class JobStore(abc.ABC):
                 update={
                     "status": "running",
                     "lease_owner": worker_id,
+                    "worker": worker_id,
                     "lease_expires_at": now + lease_seconds,
                     "attempts": job.attempts + 1,
                     "started_at": now,
