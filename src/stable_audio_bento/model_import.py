@@ -140,6 +140,7 @@ def import_directory(directory: Path, name: str | None = None) -> str:
 
 def import_hub(repo_id: str, name: str | None = None, token: str | None = None) -> str:
     """Download a hub repo (``HF_TOKEN`` for gated ones) with its T5 encoder, then store it."""
+    import httpx2
     from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -175,9 +176,12 @@ def import_hub(repo_id: str, name: str | None = None, token: str | None = None) 
         raise ImportSourceError(
             f"{repo_id} was not found on the Hugging Face hub, or HF_TOKEN has no access to it"
         ) from e
-    except LocalEntryNotFoundError as e:
+    except (LocalEntryNotFoundError, httpx2.TransportError) as e:
+        # No network, DNS, timeouts: huggingface_hub lets its HTTP client's errors through.
+        hint = "" if token else " (gated repos also need HF_TOKEN)"
         raise ImportSourceError(
-            f"cannot reach the Hugging Face hub to download {repo_id}: {e}"
+            f"cannot reach the Hugging Face hub to download {repo_id}: {e}. Check the network"
+            f"{hint}, or import a local directory with the same files."
         ) from e
     except HfHubHTTPError as e:
         raise ImportSourceError(f"downloading {repo_id} failed: {e}") from e
