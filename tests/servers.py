@@ -272,10 +272,24 @@ class BentoServer:
         return self.log_path.read_text(errors="replace")
 
     def kill(self) -> None:
-        """SIGKILL the whole server: no shutdown hooks run, as in a crash or an OOM kill."""
+        """SIGKILL the whole server: no shutdown hooks run, as in a crash or an OOM kill.
+
+        BentoML starts its worker processes in sessions of their own, out of reach of the
+        group kill: they are killed one by one (after the supervisor, so none is restarted).
+        """
+        import psutil
+
+        try:
+            workers = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            workers = []
         with suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
+        for worker in workers:
+            with suppress(psutil.NoSuchProcess):
+                worker.kill()
         self.process.wait(30)
+        psutil.wait_procs(workers, timeout=30)
 
     def stop(self, grace: float = 20.0) -> None:
         if self.process.poll() is not None:
