@@ -213,6 +213,6 @@ def create_app() -> FastAPI:
     def ui_redirect() -> RedirectResponse:
         return RedirectResponse("/ui/")
 
-    if WEB_DIR.is_dir():
-        app.mount("/ui/", StaticFiles(directory=WEB_DIR, html=True), name="ui")
+    # Mounted even if the files are missing (a broken install then answers 404, not a loop).
+    app.mount("/ui/", StaticFiles(directory=WEB_DIR, html=True, check_dir=False), name="ui")
     return app
