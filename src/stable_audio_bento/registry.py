@@ -33,6 +33,9 @@ def load_engine(entry: ModelEntry, settings: Settings) -> StableAudioEngine:
         entry.metadata,
         device=settings.device,
         half=settings.model_half,
+        dtype=settings.dtype,
+        compile=settings.compile,
+        threads=settings.torch_threads,
     )
 
 

@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     )
     device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
     model_half: bool = Field(default=True, description="Half precision on CUDA.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto",
+        description="auto: the model's own choice, else float16 on CUDA with model_half, else "
+        "float32. Half precision is checked for finite audio at load (float16 -> bfloat16 -> "
+        "float32).",
+    )
+    compile: bool = Field(
+        default=False, description="torch.compile the diffusion transformer, warmed up at load."
+    )
+    torch_threads: int = Field(
+        default=0, ge=0, description="torch intra-op threads for the process; 0: torch's default."
+    )
     max_loaded_models: int = Field(default=2, ge=1, description="LRU bound on models in memory.")
     model_memory_budget_mb: int = Field(
         default=0,
