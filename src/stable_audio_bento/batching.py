@@ -4,6 +4,10 @@ Requests are compatible when they share steps, cfg scale and sampler (the engine
 settings); each keeps its own prompt, negative prompt, length and seed, and gets exactly the
 audio it would get alone. A batch closes when it reaches ``max_batch_size``, when its summed
 model-window seconds would pass the memory budget, or ``max_wait`` after its first request.
+While the engine runs one batch, new requests queue, and the next batch takes them all at once.
+
+A failing batch of several requests is run again one request at a time, so a request that
+breaks the engine (or produces unusable audio) fails alone and the others still get their audio.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -21,11 +24,19 @@ from .engine import EngineRequest, ProgressCallback, SamplingParams, StableAudio
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class BatchedAudio:
+    """One request's audio and the size of the engine batch it was generated in."""
+
+    audio: FloatAudio
+    batch_size: int
+
+
 @dataclass
 class _Pending:
     request: EngineRequest
     progress: ProgressCallback | None
-    future: Future[FloatAudio] = field(default_factory=Future)
+    future: Future[BatchedAudio] = field(default_factory=Future)
 
 
 @dataclass
@@ -50,7 +61,8 @@ class Batcher:
         self.max_wait = max_wait
         # The engine always denoises the model's whole window, so that is what an item costs.
         window = engine.info.window_seconds
-        self.max_items = max(1, min(self.max_batch_size, int(budget_seconds // window) or 1))
+        fits = budget_seconds // window if budget_seconds < float("inf") else self.max_batch_size
+        self.max_items = max(1, min(self.max_batch_size, int(fits)))
         self._groups: dict[SamplingParams, _Group] = {}
         self._cond = threading.Condition()
         self._closed = False
@@ -64,7 +76,7 @@ class Batcher:
         request: EngineRequest,
         sampling: SamplingParams,
         progress: ProgressCallback | None = None,
-    ) -> Future[FloatAudio]:
+    ) -> Future[BatchedAudio]:
         """Queue one request; the future resolves to its audio or raises its error."""
         self.engine.check_request(request)
         pending = _Pending(request, progress)
@@ -78,15 +90,26 @@ class Batcher:
             self._cond.notify_all()
         return pending.future
 
+    def run(
+        self,
+        request: EngineRequest,
+        sampling: SamplingParams,
+        progress: ProgressCallback | None = None,
+    ) -> BatchedAudio:
+        """Generate one request (coalesced with whatever is compatible); wait for it."""
+        return self.submit(request, sampling, progress).result()
+
     def generate(
         self,
         request: EngineRequest,
         sampling: SamplingParams,
         progress: ProgressCallback | None = None,
     ) -> FloatAudio:
-        return self.submit(request, sampling, progress).result()
+        """``run``, audio only."""
+        return self.run(request, sampling, progress).audio
 
     def close(self) -> None:
+        """Stop taking requests; those already queued still run (without waiting)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
@@ -97,11 +120,11 @@ class Batcher:
         """Pop the oldest group that is full or has waited long enough (lock held)."""
         now = time.monotonic()
         for sampling, group in sorted(self._groups.items(), key=lambda kv: kv[1].opened):
-            if len(group.items) >= self.max_items or now - group.opened >= self.max_wait:
+            waited = now - group.opened >= self.max_wait
+            if self._closed or waited or len(group.items) >= self.max_items:
                 batch, rest = group.items[: self.max_items], group.items[self.max_items :]
                 if rest:
-                    group.items = rest
-                    group.opened = now
+                    group.items = rest  # they have waited already: next in line, no new wait
                 else:
                     del self._groups[sampling]
                 return sampling, batch
@@ -127,22 +150,54 @@ class Batcher:
         live = [p for p in batch if p.future.set_running_or_notify_cancel()]
         if not live:
             return
-        callbacks = [p.progress for p in live if p.progress is not None]
-        fan_out: Callable[[int, int], None] | None = None
-        if callbacks:
-
-            def fan_out(step: int, total: int) -> None:
-                for callback in callbacks:
-                    try:
-                        callback(step, total)
-                    except Exception:  # a progress sink must never fail the batch
-                        log.exception("progress callback failed")
-
+        started = time.perf_counter()
         try:
-            outputs = self.engine.generate([p.request for p in live], sampling, fan_out)
-        except BaseException as e:
+            outputs = self.engine.generate(
+                [p.request for p in live], sampling, _fan_out([p.progress for p in live])
+            )
+        except Exception as e:
+            if len(live) == 1:
+                live[0].future.set_exception(e)
+                return
+            log.warning("a batch of %d failed (%s); running its requests one by one", len(live), e)
+            for p in live:
+                self._run_alone(sampling, p)
+            return
+        except BaseException as e:  # interpreter shutdown: no caller may wait forever
             for p in live:
                 p.future.set_exception(e)
-            return
+            raise
+        log.info(
+            "generated a batch of %d (%d steps, %s) in %.2f s",
+            len(live),
+            sampling.steps,
+            sampling.sampler,
+            time.perf_counter() - started,
+        )
         for p, audio in zip(live, outputs, strict=True):
-            p.future.set_result(audio)
+            p.future.set_result(BatchedAudio(audio, len(live)))
+
+    def _run_alone(self, sampling: SamplingParams, pending: _Pending) -> None:
+        progress = _fan_out([pending.progress])
+        try:
+            (audio,) = self.engine.generate([pending.request], sampling, progress)
+        except Exception as e:
+            pending.future.set_exception(e)
+        else:
+            pending.future.set_result(BatchedAudio(audio, 1))
+
+
+def _fan_out(callbacks: list[ProgressCallback | None]) -> ProgressCallback | None:
+    """One progress callback for a batch that reports to each request's own callback."""
+    sinks = [c for c in callbacks if c is not None]
+    if not sinks:
+        return None
+
+    def fan_out(step: int, total: int) -> None:
+        for sink in sinks:
+            try:
+                sink(step, total)
+            except Exception:  # a progress sink must never fail the batch
+                log.exception("progress callback failed")
+
+    return fan_out

@@ -52,15 +52,17 @@ class GeneratedAudio:
     encoded: EncodedAudio
     seed: int
     model: str
+    batch_size: int = 1
 
     def headers(self) -> dict[str, str]:
-        """Response headers that say what the body is."""
+        """Response headers that say what the body is (and how many requests shared its batch)."""
         return {
             "X-Seed": str(self.seed),
             "X-Model": self.model,
             "X-Sample-Rate": str(self.encoded.sample_rate),
             "X-Channels": str(self.encoded.channels),
             "X-Audio-Duration": f"{self.encoded.duration:.6f}",
+            "X-Batch-Size": str(self.batch_size),
         }
 
 
@@ -105,12 +107,15 @@ class AudioGenerator:
     def run(self, plan: Plan, progress: ProgressCallback | None = None) -> GeneratedAudio:
         """Generate, stretch and encode one planned request."""
         with self.registry.use(plan.entry.name) as loaded:
-            audio = loaded.batcher.generate(plan.request, plan.sampling, progress)
+            batched = loaded.batcher.run(plan.request, plan.sampling, progress)
             sample_rate = loaded.engine.info.sample_rate
+        audio = batched.audio
         if plan.params.speed != 1.0:
             audio = time_stretch(audio, sample_rate, plan.params.speed)
         encoded = encode_audio(audio, sample_rate, plan.params.response_format)
-        return GeneratedAudio(encoded=encoded, seed=plan.seed, model=plan.entry.name)
+        return GeneratedAudio(
+            encoded=encoded, seed=plan.seed, model=plan.entry.name, batch_size=batched.batch_size
+        )
 
     def generate(
         self, params: GenerationParams, progress: ProgressCallback | None = None
