@@ -20,6 +20,7 @@ class ModelEntry:
     version: str
     path: Path
     metadata: dict[str, Any] = field(default_factory=dict)
+    created: float = 0.0  # import time (POSIX seconds): the older entry keeps a shared alias
 
     @property
     def tag(self) -> str:
@@ -59,6 +60,7 @@ def list_entries() -> list[ModelEntry]:
             version=str(m.tag.version),
             path=Path(m.path),
             metadata=dict(m.info.metadata),
+            created=m.creation_time.timestamp(),
         )
         for m in sorted(newest.values(), key=lambda m: m.tag.name)
     ]
@@ -67,8 +69,10 @@ def list_entries() -> list[ModelEntry]:
 class ModelCatalog:
     """Resolves a request's model string (store name, tag, alias, repo id) to an entry.
 
-    ``extra_aliases`` (alias -> any name of an entry) adds server-configured names; a name an
-    entry already answers to is never taken over by one.
+    Store names and tags come first; an alias two entries claim (a second copy of the demo
+    imported under another name, say) stays with the entry imported first, so importing a model
+    never moves a name that clients already use. ``extra_aliases`` (alias -> any name of an
+    entry) adds server-configured names; a name an entry already answers to is never taken over.
     """
 
     def __init__(
@@ -77,7 +81,10 @@ class ModelCatalog:
         self.entries = entries
         self._names: dict[str, ModelEntry] = {}
         for entry in entries:
-            for key in (entry.name, entry.tag, *entry.aliases):
+            for key in (entry.name, entry.tag):
+                self._names.setdefault(key.lower(), entry)
+        for entry in sorted(entries, key=lambda e: e.created):
+            for key in entry.aliases:
                 self._names.setdefault(key.lower(), entry)
         for alias, target in (extra_aliases or {}).items():
             found = self._names.get(target.strip().lower())

@@ -122,6 +122,18 @@ def test_server_aliases_never_take_over_a_models_own_name(demo_entry: ModelEntry
     assert catalog.names() == ["first", "second"]
 
 
+def test_a_shared_alias_stays_with_the_entry_imported_first(demo_entry: ModelEntry) -> None:
+    # Two imports of the demo: the second, under another name, also carries the alias "demo".
+    meta = {**demo_entry.metadata, "aliases": ["demo"]}
+    first = ModelEntry("zz-first", "v1", demo_entry.path, meta, created=100.0)
+    later = ModelEntry("aa-later", "v1", demo_entry.path, meta, created=200.0)
+    for order in ([first, later], [later, first]):
+        catalog = ModelCatalog(order)
+        assert catalog.resolve("demo") is first
+        assert catalog.resolve("aa-later") is later
+        assert catalog.aliases_of(later) == []
+
+
 @pytest.mark.parametrize("name", ["x", "small-music", "stabilityai/stable-audio-3-medium"])
 def test_unknown_model_is_not_found(
     make_registry: RegistryFactory, loader: CountingLoader, name: str
