@@ -498,12 +498,18 @@ class StableAudioEngine:
         x = noise * sigmas[0]
         kwargs: dict[str, Any] = {"extra_args": extra, "callback": on_step, "disable": True}
         name = sampling.sampler
+        if len(sigmas) == 2 and name in ("dpmpp-3m-sde", "dpmpp-2m-sde"):
+            # One step goes straight to sigma 0, where these samplers return the denoised
+            # estimate and nothing else (k-diffusion's own loop fails there on unset history):
+            # Euler's single step to 0 is that same estimate.
+            name = "k-euler"
         if name in ("dpmpp-3m-sde", "dpmpp-2m-sde", "k-dpmpp-2s-ancestral"):
             kwargs["noise_sampler"] = item_noise.like(x)
         functions = {
             "dpmpp-3m-sde": K.sampling.sample_dpmpp_3m_sde,
             "dpmpp-2m-sde": K.sampling.sample_dpmpp_2m_sde,
             "dpmpp-2m": K.sampling.sample_dpmpp_2m,
+            "k-euler": K.sampling.sample_euler,
             "k-heun": K.sampling.sample_heun,
             "k-lms": K.sampling.sample_lms,
             "k-dpm-2": K.sampling.sample_dpm_2,
