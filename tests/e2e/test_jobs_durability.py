@@ -108,7 +108,7 @@ def test_two_replicas_drain_one_queue_and_survive_a_kill(demo_tag: str, tmp_path
             deadline = time.monotonic() + 240
             victim: dict[str, Any] | None = None
             while victim is None:
-                assert time.monotonic() < deadline, "replica b never ran two jobs"
+                assert time.monotonic() < deadline, "replica b was never caught mid-job"
                 listed = httpx.get(f"{a.url}/jobs", params={"limit": 100}, timeout=30).json()
                 views = [v for v in listed["jobs"] if v["id"] in ids]
                 on_b = [v for v in views if v["worker"] and replica[worker_pid(v)] == "b"]
@@ -120,8 +120,10 @@ def test_two_replicas_drain_one_queue_and_survive_a_kill(demo_tag: str, tmp_path
                 ]
                 if generating and any(v["status"] == "succeeded" for v in on_b):
                     victim = generating[0]
-                summary = [(v["status"], v["worker"] and replica[worker_pid(v)]) for v in views]
-                assert victim or any(v["status"] == "queued" for v in views), summary
+                if victim is None and not any(v["status"] == "queued" for v in views):
+                    # A slow poll on a busy machine can miss every job's first half: keep
+                    # both replicas fed until one is caught there.
+                    ids += [submit(s.url, MEDIUM)["id"] for s in (a, b)]
                 time.sleep(0.1)
             b.kill()
 
