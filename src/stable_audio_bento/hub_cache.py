@@ -9,8 +9,10 @@ import, so ``prepare_offline_hub`` must run before anything imports it.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -33,6 +35,8 @@ def prepare_offline_hub() -> Path:
                     "call stable_audio_bento.hub_cache.prepare_offline_hub() first"
                 )
             cache = tempfile.mkdtemp(prefix="stable-audio-bento-hf-")
+            # Only links live there; child processes inherit it and end before their parent.
+            atexit.register(shutil.rmtree, cache, ignore_errors=True)
             os.environ[_MARKER] = cache
             os.environ["HF_HUB_CACHE"] = cache
             os.environ["HF_HUB_OFFLINE"] = "1"
