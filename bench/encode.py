@@ -1,6 +1,6 @@
 """Encode one full Stable Audio window (47.55 s, stereo, 44.1 kHz) in every registry format.
 
-    python bench/encode.py [--repeats 5] [--json results.json]
+    python bench/encode.py [--repeats 5] [--json results.json]   (also a section of python -m bench)
 
 The input is band-limited noise under a chord: noise is the worst case for every codec's
 bit allocation and for FLAC's predictor, so these are upper bounds for real model output.
@@ -14,6 +14,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,19 +39,14 @@ def noise_like(seconds: float, rate: int, seed: int = 0) -> np.ndarray:
     return (0.98 * audio / np.max(np.abs(audio))).astype(np.float32)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5, help="timed encodes per format")
-    parser.add_argument("--seconds", type=float, default=SECONDS, help="length of the input")
-    parser.add_argument("--json", type=Path, default=None, help="also write results here")
-    args = parser.parse_args()
-
-    audio = noise_like(args.seconds, RATE)
+def run(repeats: int = 5, seconds: float = SECONDS) -> dict[str, Any]:
+    """Median encode time of ``seconds`` of audio in every registry format."""
+    audio = noise_like(seconds, RATE)
     results = []
     for name in FORMATS:
         encode_audio(audio[:, :RATE], RATE, name)  # warm up: codec tables, lazy imports
         timings = []
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             start = time.perf_counter()
             encoded = encode_audio(audio, RATE, name)
             timings.append(time.perf_counter() - start)
@@ -61,27 +57,45 @@ def main() -> None:
                 "median_ms": round(median * 1000, 1),
                 "min_ms": round(min(timings) * 1000, 1),
                 "output_kib": round(len(encoded.data) / 1024, 1),
-                "realtime_factor": round(args.seconds / median, 1),
+                "realtime_factor": round(seconds / median, 1),
             }
         )
+    return {
+        "seconds": seconds,
+        "sample_rate": RATE,
+        "channels": 2,
+        "repeats": repeats,
+        "machine": platform.platform(),
+        "processor": platform.processor(),
+        "results": results,
+    }
 
-    print(f"{args.seconds} s stereo {RATE} Hz, median of {args.repeats} encodes")
-    print(f"{'format':<8}{'median ms':>11}{'output KiB':>12}{'x realtime':>12}")
-    for row in results:
-        print(
-            f"{row['format']:<8}{row['median_ms']:>11.1f}{row['output_kib']:>12.1f}"
-            f"{row['realtime_factor']:>12.1f}"
+
+def render(report: dict[str, Any]) -> str:
+    lines = [
+        f"### Encoding: {report['seconds']} s stereo {RATE} Hz, median of {report['repeats']}",
+        "",
+        "| format | median ms | output KiB | x realtime |",
+        "|---|---|---|---|",
+    ]
+    for row in report["results"]:
+        lines.append(
+            f"| {row['format']} | {row['median_ms']:.1f} | {row['output_kib']:.1f} "
+            f"| {row['realtime_factor']:.1f} |"
         )
+    return "\n".join([*lines, ""])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="timed encodes per format")
+    parser.add_argument("--seconds", type=float, default=SECONDS, help="length of the input")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    args = parser.parse_args()
+
+    report = run(args.repeats, args.seconds)
+    print(render(report))
     if args.json is not None:
-        report = {
-            "seconds": args.seconds,
-            "sample_rate": RATE,
-            "channels": 2,
-            "repeats": args.repeats,
-            "machine": platform.platform(),
-            "processor": platform.processor(),
-            "results": results,
-        }
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 
 
