@@ -515,6 +515,7 @@ def test_stalled_s3_fails_the_job_and_keeps_the_audio_until_retention(
         f"Storing the output failed: Upload of `{PUBLIC_PREFIX}/{job['id']}"
     )
     assert "after 2 attempt(s): ReadTimeoutError" in job["error"]
+    assert f"(the audio is kept at {kept} on " in job["error"]
     check_audio(data, "flac", 1.0)
 
     # Local copies of failed uploads expire with their job.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import secrets
+import socket
 import threading
 import time
 import urllib.request
@@ -197,6 +198,8 @@ def test_storage_down_fails_the_job_and_keeps_the_audio(
     assert job.error.startswith("Storing the output failed: Upload of `jobs/")
     assert "after 2 attempt(s): EndpointConnectionError" in job.error
     assert job.fallback_path == str(tmp_path / "failed-uploads" / f"{job.id}.wav")
+    kept = f"(the audio is kept at {job.fallback_path} on {socket.gethostname()} "
+    assert job.error.endswith(kept + "until the job expires)")
     audio, rate = sf.read(job.fallback_path)
     assert (rate, audio.shape) == (8000, (4000, 2))
 

@@ -233,6 +233,9 @@ class JobWorker:
             fallback = self._keep_locally(job, output)
             if fallback is None:
                 error += " (the local fallback copy failed too)"
+            else:
+                host = socket.gethostname()
+                error += f" (the audio is kept at {fallback} on {host} until the job expires)"
             self.store.mark_failed(job.id, owner, error, fallback_path=fallback, progress=progress)
             return
         if not self.store.mark_succeeded(
