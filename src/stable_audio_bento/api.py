@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
+import redis.exceptions
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
@@ -23,6 +24,7 @@ from .errors import (
     IdempotencyKeyReusedError,
     InvalidRequestError,
     JobNotFoundError,
+    JobStoreUnavailableError,
     ModelLoadError,
     ModelNotFoundError,
     QueueFullError,
@@ -62,6 +64,14 @@ def map_error(error: StableAudioError) -> JSONResponse:
     if isinstance(error, QueueFullError):
         return error_response(
             429, str(error), "RateLimitError", None, **{"Retry-After": str(error.retry_after)}
+        )
+    if isinstance(error, JobStoreUnavailableError):
+        return error_response(
+            503,
+            str(error),
+            "ServiceUnavailableError",
+            None,
+            **{"Retry-After": str(error.retry_after)},
         )
     if isinstance(error, GenerationError):
         # The vLLM-Omni document answers "did not produce audio output" with 400.
@@ -136,6 +146,14 @@ def create_app() -> FastAPI:
     @app.exception_handler(StableAudioError)
     async def _package_error(request: Request, exc: StableAudioError) -> JSONResponse:
         return map_error(exc)
+
+    async def _job_store_down(request: Request, exc: Exception) -> JSONResponse:
+        retry_after = get_runtime(request).settings.job_retry_after
+        message = f"The job store is unavailable ({type(exc).__name__}: {exc}); retry later."
+        return map_error(JobStoreUnavailableError(message, retry_after))
+
+    for unavailable in (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        app.add_exception_handler(unavailable, _job_store_down)
 
     # ------------------------------------------------------------- vLLM-Omni
     @app.post(

@@ -51,6 +51,14 @@ class QueueFullError(StableAudioError):
         self.retry_after = retry_after
 
 
+class JobStoreUnavailableError(StableAudioError):
+    """The job store (Redis) does not answer; nothing was changed, the caller may retry."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class IdempotencyKeyReusedError(StableAudioError):
     """An ``Idempotency-Key`` already names a job with a different request body."""
 

@@ -17,6 +17,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -31,7 +32,14 @@ import pytest
 
 from stable_audio_bento.formats import FORMATS
 from tests.conftest import serve_env
-from tests.servers import BentoServer, S3Server, bento_serve, redis_server, seaweedfs_s3
+from tests.servers import (
+    BentoServer,
+    RedisServer,
+    S3Server,
+    bento_serve,
+    redis_server,
+    seaweedfs_s3,
+)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -184,21 +192,27 @@ def s3_env(s3: S3Server, prefix: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    with redis_server() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def redis_s3_server(
-    demo_tag: str, s3: S3Server, tmp_path_factory: pytest.TempPathFactory
+    demo_tag: str, s3: S3Server, redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BentoServer]:
     """Jobs in Redis, outputs in S3, downloads by presigned URL."""
     workdir = tmp_path_factory.mktemp("redis-s3")
-    with redis_server() as redis:
-        env = serve_env(
-            workdir,
-            STABLE_AUDIO_JOB_STORE="redis",
-            STABLE_AUDIO_REDIS_URL=redis.url,
-            STABLE_AUDIO_PRESIGNED_URL_EXPIRES="600",
-            **s3_env(s3, "redis-jobs"),
-        )
-        with bento_serve(env, workdir / "server.log") as running:
-            yield running
+    env = serve_env(
+        workdir,
+        STABLE_AUDIO_JOB_STORE="redis",
+        STABLE_AUDIO_REDIS_URL=redis.url,
+        STABLE_AUDIO_PRESIGNED_URL_EXPIRES="600",
+        STABLE_AUDIO_JOB_RETRY_AFTER="3",
+        **s3_env(s3, "redis-jobs"),
+    )
+    with bento_serve(env, workdir / "server.log") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -542,3 +556,34 @@ def test_short_s3_stall_is_retried(small_server: BentoServer, s3: S3Server) -> N
     audio = httpx.get(job["download_url"], timeout=30)
     assert audio.status_code == 200
     check_audio(audio.content, "wav", 1.0)
+
+
+def test_redis_outage_is_a_503_that_changes_nothing(
+    redis_s3_server: BentoServer, redis: RedisServer
+) -> None:
+    base = redis_s3_server.url
+    before = wait_for(base, submit(base, FAST)["id"])
+    assert before["status"] == "succeeded"
+    os.kill(redis.process.pid, signal.SIGSTOP)  # accepts connections, answers nothing
+    try:
+        started = time.monotonic()
+        response = httpx.post(
+            f"{base}/jobs", json=FAST, headers={"Idempotency-Key": "outage-1"}, timeout=60
+        )
+        assert time.monotonic() - started < 20, "a silent Redis must not hang the request"
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"] == "3"
+        error = response.json()["error"]
+        assert (error["type"], error["code"]) == ("ServiceUnavailableError", 503)
+        assert error["message"].startswith("The job store is unavailable (TimeoutError")
+        assert get_job(base, before["id"]).status_code == 503
+    finally:
+        os.kill(redis.process.pid, signal.SIGCONT)
+
+    # Nothing was created by the refused POST: the same key now makes one new job, which runs.
+    job = submit(base, FAST, **{"Idempotency-Key": "outage-1"})
+    assert job["status"] == "queued"
+    assert wait_for(base, job["id"])["status"] == "succeeded"
+    after = get_job(base, before["id"]).json()
+    keys = ("status", "seed", "finished_at", "attempts", "worker")
+    assert {k: after[k] for k in keys} == {k: before[k] for k in keys}

@@ -15,6 +15,7 @@ from stable_audio_bento.errors import (
     ImportSourceError,
     InvalidRequestError,
     JobNotFoundError,
+    JobStoreUnavailableError,
     ModelLoadError,
     ModelNotFoundError,
     QueueFullError,
@@ -42,6 +43,12 @@ CASES: list[tuple[StableAudioError, int, str, str | None]] = [
         "Idempotency-Key",
     ),
     (QueueFullError("the job queue is full", retry_after=7), 429, "RateLimitError", None),
+    (
+        JobStoreUnavailableError("The job store is unavailable", retry_after=7),
+        503,
+        "ServiceUnavailableError",
+        None,
+    ),
     (
         GenerationError("Audio generation model did not produce audio output."),
         400,
@@ -115,12 +122,17 @@ def test_queue_full_says_when_to_retry() -> None:
     assert body_of(response)["error"]["message"] == "the job queue is full (64 queued)"
 
 
+def test_job_store_outage_says_when_to_retry() -> None:
+    response = map_error(JobStoreUnavailableError("The job store is unavailable", retry_after=9))
+    assert response.headers["Retry-After"] == "9"
+
+
 @pytest.mark.parametrize(
     "error",
-    [c[0] for c in CASES if not isinstance(c[0], QueueFullError)],
+    [c[0] for c in CASES if not isinstance(c[0], QueueFullError | JobStoreUnavailableError)],
     ids=lambda e: type(e).__name__,
 )
-def test_only_a_full_queue_sends_retry_after(error: StableAudioError) -> None:
+def test_only_retryable_errors_send_retry_after(error: StableAudioError) -> None:
     assert "retry-after" not in map_error(error).headers
 
 

@@ -50,7 +50,11 @@ class RedisJobStore(JobStore):
         retry_after: int = 10,
     ) -> None:
         super().__init__(max_queued=max_queued, max_attempts=max_attempts, retry_after=retry_after)
-        self._redis: Any = redis.Redis.from_url(url, decode_responses=True)
+        # Every command here is quick: a Redis that stops answering is an error within seconds
+        # (a 503 to the client, a retry in the worker), never a request that hangs.
+        self._redis: Any = redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
+        )
         self._p = "{" + prefix + "}"
         self._queued = f"{self._p}:queued"
         self._running = f"{self._p}:running"
