@@ -26,6 +26,7 @@ def _server_env(workdir: Path, max_batch_size: int) -> dict[str, str]:
 
     return {
         "BENTOML_HOME": os.environ["BENTOML_HOME"],
+        "BENTOML_RESULT_STORE": str(workdir / "task_result.db"),
         "BENTOML_DO_NOT_TRACK": "True",
         "STABLE_AUDIO_OUTPUT_DIR": str(workdir / "outputs"),
         "STABLE_AUDIO_DEVICE": "cpu",

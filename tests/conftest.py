@@ -58,9 +58,14 @@ def artifacts_dir() -> Path:
 
 
 def serve_env(workdir: Path, **overrides: str) -> dict[str, str]:
-    """The environment of a test server: the session store, its own outputs and job database."""
+    """The environment of a test server: the session store, its own outputs and job database.
+
+    And its own BentoML task store: every server start deletes and recreates the file, which
+    breaks a server that already has it open (the session's shared ``server`` does).
+    """
     env = {
         "BENTOML_HOME": os.environ["BENTOML_HOME"],
+        "BENTOML_RESULT_STORE": str(workdir / "task_result.db"),
         "STABLE_AUDIO_OUTPUT_DIR": str(workdir / "outputs"),
         "STABLE_AUDIO_DEVICE": "cpu",
         "STABLE_AUDIO_API_KEYS": "",
