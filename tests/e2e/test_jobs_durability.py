@@ -25,8 +25,10 @@ from tests.servers import BentoServer, redis_server, seaweedfs_s3, start_bento
 pytestmark = pytest.mark.e2e
 
 LEASE = {"STABLE_AUDIO_JOB_LEASE_SECONDS": "3"}
-# A few seconds of generation: long enough to be killed in the middle of one.
-MEDIUM: dict[str, Any] = {"prompt": "footsteps on gravel", "duration": 1.0, "steps": 30}
+# Several seconds of generation (about 7 s here): progress is recorded with each lease
+# heartbeat (1 s with these leases), so a job must span several of them to be seen, and
+# killed, in its first half.
+MEDIUM: dict[str, Any] = {"prompt": "footsteps on gravel", "duration": 1.0, "steps": 200}
 
 
 def worker_pid(view: dict[str, Any]) -> int:
@@ -102,7 +104,7 @@ def test_two_replicas_drain_one_queue_and_survive_a_kill(demo_tag: str, tmp_path
             a, b = (f.result() for f in futures)
         try:
             replica = {pid: name for name, s in (("a", a), ("b", b)) for pid in server_pids(s)}
-            ids = [submit((a, b)[i % 2].url, MEDIUM)["id"] for i in range(12)]
+            ids = [submit((a, b)[i % 2].url, MEDIUM)["id"] for i in range(8)]
 
             # Kill b in the first half of a job, once it has finished one of its own.
             deadline = time.monotonic() + 240
