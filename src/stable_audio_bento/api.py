@@ -97,6 +97,11 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
 
 
+def public_base(request: Request) -> str:
+    """Where clients reach this server: ``STABLE_AUDIO_PUBLIC_URL``, else the request's URL."""
+    return get_runtime(request).settings.public_url or str(request.base_url)
+
+
 def job_view(job: Job, runtime: Runtime, base_url: str) -> dict[str, Any]:
     """The public job record."""
     base = base_url.rstrip("/")
@@ -192,7 +197,7 @@ def create_app() -> FastAPI:
     ) -> JSONResponse:
         runtime = get_runtime(request)
         job = runtime.submit_job(body, idempotency_key)
-        view = job_view(job, runtime, str(request.base_url))
+        view = job_view(job, runtime, public_base(request))
         return JSONResponse(view, status_code=202, headers={"Location": view["status_url"]})
 
     @app.get("/jobs", summary="Recent jobs, newest first")
@@ -200,18 +205,18 @@ def create_app() -> FastAPI:
         request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 50
     ) -> dict[str, Any]:
         runtime = get_runtime(request)
-        base = str(request.base_url)
+        base = public_base(request)
         return {"jobs": [job_view(j, runtime, base) for j in runtime.jobs.list_recent(limit)]}
 
     @app.get("/jobs/{job_id}", summary="Job status and download URL")
     def get_job(job_id: str, request: Request) -> dict[str, Any]:
         runtime = get_runtime(request)
-        return job_view(runtime.jobs.get(job_id), runtime, str(request.base_url))
+        return job_view(runtime.jobs.get(job_id), runtime, public_base(request))
 
     @app.post("/jobs/{job_id}/cancel", summary="Cancel a queued or running job")
     def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
         runtime = get_runtime(request)
-        return job_view(runtime.jobs.request_cancel(job_id), runtime, str(request.base_url))
+        return job_view(runtime.jobs.request_cancel(job_id), runtime, public_base(request))
 
     @app.get("/outputs/{key}", summary="Download a job output (local storage)")
     async def output(key: str, request: Request) -> Response:

@@ -114,8 +114,14 @@ class Settings(BaseSettings):
     )
     job_retry_after: int = Field(default=10, ge=1, description="Retry-After of a 429, seconds.")
 
-    # Auth
+    # Auth and links
     api_keys: CommaList = Field(default_factory=list)
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^/\s]+(/\S*)?$",
+        description="The base URL clients reach the server at (behind a proxy or an ingress); "
+        "status_url and download_url are built on it. Unset: the URL of each request.",
+    )
 
     @field_validator("preload_models", "api_keys", mode="before")
     @classmethod
@@ -158,6 +164,8 @@ class Settings(BaseSettings):
             self.preload_models = [self.default_model]
         if self.storage_public_base_url:
             self.storage_public_base_url = self.storage_public_base_url.rstrip("/")
+        if self.public_url:
+            self.public_url = self.public_url.rstrip("/")
         self.output_dir = self.output_dir.expanduser().resolve()
         if self.job_db_path is None:
             self.job_db_path = self.output_dir / "jobs.sqlite3"

@@ -25,6 +25,7 @@ from tests.servers import REPO_ROOT, BentoServer, bento_serve
 pytestmark = pytest.mark.e2e
 
 DEMO = "stable-audio-demo"  # the demo's store name; "demo" is its alias
+PUBLIC_URL = "https://audio.example.com/stable-audio"  # the keyed server's, as behind a proxy
 DEMO_WINDOW = 2097152 / 44100  # 47.55 s: models/demo/model_config.json sample_size / rate
 TIMEOUT = 300.0
 
@@ -413,9 +414,34 @@ def test_open_server_says_so_at_start(server: BentoServer) -> None:
 @pytest.fixture(scope="module")
 def keyed_server(demo_tag: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
     workdir = tmp_path_factory.mktemp("keyed")
-    env = serve_env(workdir, STABLE_AUDIO_API_KEYS="key-one, key-two")
+    env = serve_env(
+        workdir, STABLE_AUDIO_API_KEYS="key-one, key-two", STABLE_AUDIO_PUBLIC_URL=PUBLIC_URL
+    )
     with bento_serve(env, workdir / "server.log") as running:
         yield running
+
+
+def test_links_use_the_public_url_behind_a_proxy(keyed_server: BentoServer) -> None:
+    """Behind a proxy the request's own URL is the inner address; links use the public one."""
+    auth = {"Authorization": "Bearer key-one"}
+    body = {"prompt": "a bell", "duration": 1, "steps": 4}
+    created = httpx.post(f"{keyed_server.url}/jobs", json=body, headers=auth, timeout=30)
+    assert created.status_code == 202, created.text
+    job_id = created.json()["id"]
+    assert created.json()["status_url"] == f"{PUBLIC_URL}/jobs/{job_id}"
+    assert created.headers["location"] == f"{PUBLIC_URL}/jobs/{job_id}"
+    deadline = time.monotonic() + 120
+    while (job := httpx.get(f"{keyed_server.url}/jobs/{job_id}", headers=auth).json())[
+        "status"
+    ] != "succeeded":
+        assert job["status"] in ("queued", "running") and time.monotonic() < deadline, job
+        time.sleep(0.2)
+    assert job["download_url"].startswith(f"{PUBLIC_URL}/outputs/")
+    # The same path on the server itself serves the audio.
+    path = job["download_url"].removeprefix(PUBLIC_URL)
+    audio = httpx.get(f"{keyed_server.url}{path}", headers=auth, timeout=30)
+    assert audio.status_code == 200
+    assert ffprobe(audio.content).duration == pytest.approx(1.0, abs=0.01)
 
 
 @pytest.mark.parametrize(

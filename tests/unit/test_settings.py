@@ -208,10 +208,12 @@ def test_paths_and_urls_are_normalised(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("STABLE_AUDIO_OUTPUT_DIR", "~/audio")
     monkeypatch.setenv("STABLE_AUDIO_STORAGE_PUBLIC_BASE_URL", "https://cdn.example.com/a/")
+    monkeypatch.setenv("STABLE_AUDIO_PUBLIC_URL", "https://audio.example.com/api/")
     settings = Settings()
     assert settings.output_dir == tmp_path / "home" / "audio"
     assert settings.job_db_path == tmp_path / "home" / "audio" / "jobs.sqlite3"
     assert settings.storage_public_base_url == "https://cdn.example.com/a"
+    assert settings.public_url == "https://audio.example.com/api"
 
 
 def test_explicit_job_database_is_kept(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -241,6 +243,8 @@ def test_max_batch_size_one_turns_coalescing_off(monkeypatch: pytest.MonkeyPatch
         ("STABLE_AUDIO_JOB_LEASE_SECONDS", "0", "greater than 0"),
         ("STABLE_AUDIO_JOB_WORKERS", "0", "greater than or equal to 1"),
         ("STABLE_AUDIO_MODEL_HALF", "maybe", "valid boolean"),
+        ("STABLE_AUDIO_PUBLIC_URL", "audio.example.com", "should match pattern"),
+        ("STABLE_AUDIO_PUBLIC_URL", "ftp://audio.example.com", "should match pattern"),
     ],
 )
 def test_invalid_values_name_the_variable_and_the_allowed_range(
