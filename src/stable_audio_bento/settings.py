@@ -112,7 +112,11 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(
         default=3, ge=1, description="Claims of one job before it fails (a job that kills workers)."
     )
-    job_retry_after: int = Field(default=10, ge=1, description="Retry-After of a 429, seconds.")
+    job_retry_after: int = Field(
+        default=10,
+        ge=1,
+        description="Retry-After of a 429 (queue full) or a 503 (job store down), seconds.",
+    )
 
     # Auth and links
     api_keys: CommaList = Field(default_factory=list)

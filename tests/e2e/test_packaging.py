@@ -141,6 +141,15 @@ def check_serves_the_demo(server: BentoServer, demo_tag: str, tmp_path: Path) ->
     assert page.headers["content-type"].startswith("text/html")
 
 
+def serve_and_check(target: str, home: Path, python: str, demo_tag: str, tmp_path: Path) -> None:
+    """``bentoml serve target`` with ``python`` and the store at ``home``; check it serves."""
+    env = serve_env(tmp_path, BENTOML_HOME=str(home))
+    with bento_serve(
+        env, tmp_path / "serve.log", target=target, cwd=tmp_path, python=python
+    ) as server:
+        check_serves_the_demo(server, demo_tag, tmp_path)
+
+
 # ------------------------------------------------------------------------------ fixtures
 @dataclass(frozen=True)
 class BuiltBento:
@@ -410,11 +419,7 @@ def test_env_example_names_real_settings() -> None:
 def test_fresh_virtualenv_serves_the_built_bento(
     built: BuiltBento, home: Path, bento_python: str, demo_tag: str, tmp_path: Path
 ) -> None:
-    env = serve_env(tmp_path, BENTOML_HOME=str(home))
-    with bento_serve(
-        env, tmp_path / "serve.log", target=built.tag, cwd=tmp_path, python=bento_python
-    ) as server:
-        check_serves_the_demo(server, demo_tag, tmp_path)
+    serve_and_check(built.tag, home, bento_python, demo_tag, tmp_path)
 
 
 @pytest.mark.timeout(2400)
@@ -428,11 +433,7 @@ def test_exported_bento_imports_into_an_empty_store_and_serves(
     assert [m["tag"] for m in models] == [demo_tag]
     assert [b["tag"] for b in json.loads(bentoml(home, "list", "--output", "json"))] == [built.tag]
 
-    env = serve_env(tmp_path, BENTOML_HOME=str(home))
-    with bento_serve(
-        env, tmp_path / "serve.log", target=built.tag, cwd=tmp_path, python=bento_python
-    ) as server:
-        check_serves_the_demo(server, demo_tag, tmp_path)
+    serve_and_check(built.tag, home, bento_python, demo_tag, tmp_path)
 
 
 @pytest.mark.timeout(2400)
@@ -447,10 +448,6 @@ def test_bento_directory_with_its_models_serves_like_the_image(
     home = tmp_path / "empty-home"
     home.mkdir()
 
-    env = serve_env(tmp_path, BENTOML_HOME=str(home))
-    with bento_serve(
-        env, tmp_path / "serve.log", target=str(bento_path), cwd=tmp_path, python=bento_python
-    ) as server:
-        check_serves_the_demo(server, demo_tag, tmp_path)
+    serve_and_check(str(bento_path), home, bento_python, demo_tag, tmp_path)
     # The models came from the bento directory, not from the (empty) store.
     assert not (home / "models").exists() or not any((home / "models").iterdir())
