@@ -118,13 +118,13 @@ def stages(engine: Any, sizes: Sequence[int]) -> list[dict[str, Any]]:
     for size in sizes:
         batch = requests(size)
         with torch.inference_mode():
-            cond = timed(lambda b=batch: engine._conditioning(b))
+            cond = timed(lambda b=batch: engine.conditioning(b))
             began = time.perf_counter()
-            latents = engine._sample(batch, sampling, None)
+            latents = engine.sample(batch, sampling, None)
             sample = time.perf_counter() - began
             began = time.perf_counter()
             audio = [
-                peak_normalize(engine._decode(latents[i : i + 1], r)) for i, r in enumerate(batch)
+                peak_normalize(engine.decode(latents[i : i + 1], r)) for i, r in enumerate(batch)
             ]
             decode = time.perf_counter() - began
         encode = timed(lambda a=audio: [encode_audio(x, rate, "wav") for x in a])

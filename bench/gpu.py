@@ -314,7 +314,7 @@ def model_flops(engine: Any, request: Any, sampling: Any) -> dict[str, float]:
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.inference_mode():
-        cond = engine._conditioning([request])
+        cond = engine.conditioning([request])
         frames = engine.info.sample_size // engine.info.latent_downsampling
         x = torch.randn(
             1, engine.model.io_channels, frames, device=engine.device, dtype=engine.dtype

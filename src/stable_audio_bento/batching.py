@@ -1,10 +1,12 @@
 """Request coalescing: concurrent requests that can share a diffusion batch run as one call.
 
-Requests are compatible when they share steps, cfg scale and sampler (the engine's batch-wide
-settings); each keeps its own prompt, negative prompt, length and seed, and gets exactly the
-audio it would get alone. A batch closes when it reaches ``max_batch_size``, when its summed
-model-window seconds would pass the memory budget, or ``max_wait`` after its first request.
-While the engine runs one batch, new requests queue, and the next batch takes them all at once.
+Requests are compatible when they share the engine's batch-wide settings (``SamplingParams``)
+and the model's ``batch_key`` (for variable-length models, the latent length); each keeps its
+own prompt, negative prompt, length and seed, and gets exactly the audio it would get alone. A
+batch closes when it reaches ``max_batch_size``, when its summed denoised seconds
+(``ModelInfo.cost_seconds``) would pass the memory budget, or ``max_wait`` after its first
+request. While the engine runs one batch, new requests queue, and the next batch takes them all
+at once.
 
 A failing batch of several requests is run again one request at a time, so a request that
 breaks the engine (or produces unusable audio) fails alone and the others still get their audio.
@@ -15,11 +17,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from .audio import FloatAudio
-from .engine import EngineRequest, ProgressCallback, SamplingParams, StableAudioEngine
+from .engine import AudioEngine, EngineRequest, ProgressCallback, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,11 @@ class _Pending:
 class _Group:
     sampling: SamplingParams
     opened: float
+    max_items: int
     items: list[_Pending] = field(default_factory=list)
+
+
+GroupKey = tuple[SamplingParams, Hashable]
 
 
 class Batcher:
@@ -51,7 +58,7 @@ class Batcher:
 
     def __init__(
         self,
-        engine: StableAudioEngine,
+        engine: AudioEngine,
         max_batch_size: int = 8,
         max_wait: float = 0.005,
         budget_seconds: float = float("inf"),
@@ -59,11 +66,8 @@ class Batcher:
         self.engine = engine
         self.max_batch_size = max(1, max_batch_size)
         self.max_wait = max_wait
-        # The engine always denoises the model's whole window, so that is what an item costs.
-        window = engine.info.window_seconds
-        fits = budget_seconds // window if budget_seconds < float("inf") else self.max_batch_size
-        self.max_items = max(1, min(self.max_batch_size, int(fits)))
-        self._groups: dict[SamplingParams, _Group] = {}
+        self.budget_seconds = budget_seconds
+        self._groups: dict[GroupKey, _Group] = {}
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(
@@ -78,14 +82,18 @@ class Batcher:
         progress: ProgressCallback | None = None,
     ) -> Future[BatchedAudio]:
         """Queue one request; the future resolves to its audio or raises its error."""
-        self.engine.check_request(request)
+        info = self.engine.info
+        info.check_request(request)
         pending = _Pending(request, progress)
+        key = (sampling, info.batch_key(request))
         with self._cond:
             if self._closed:
                 raise RuntimeError("batcher is closed")
-            group = self._groups.get(sampling)
+            group = self._groups.get(key)
             if group is None:
-                group = self._groups[sampling] = _Group(sampling, time.monotonic())
+                group = self._groups[key] = _Group(
+                    sampling, time.monotonic(), self.max_items(request)
+                )
             group.items.append(pending)
             self._cond.notify_all()
         return pending.future
@@ -108,6 +116,12 @@ class Batcher:
         """``run``, audio only."""
         return self.run(request, sampling, progress).audio
 
+    def max_items(self, request: EngineRequest) -> int:
+        """How many requests like this one fit in one batch (count and memory budget)."""
+        cost = self.engine.info.cost_seconds(request)
+        fits = self.budget_seconds // cost if self.budget_seconds < float("inf") else float("inf")
+        return int(max(1, min(self.max_batch_size, fits)))
+
     def close(self) -> None:
         """Stop taking requests; those already queued still run (without waiting)."""
         with self._cond:
@@ -119,15 +133,15 @@ class Batcher:
     def _take_ready(self) -> tuple[SamplingParams, list[_Pending]] | None:
         """Pop the oldest group that is full or has waited long enough (lock held)."""
         now = time.monotonic()
-        for sampling, group in sorted(self._groups.items(), key=lambda kv: kv[1].opened):
+        for key, group in sorted(self._groups.items(), key=lambda kv: kv[1].opened):
             waited = now - group.opened >= self.max_wait
-            if self._closed or waited or len(group.items) >= self.max_items:
-                batch, rest = group.items[: self.max_items], group.items[self.max_items :]
+            if self._closed or waited or len(group.items) >= group.max_items:
+                batch, rest = group.items[: group.max_items], group.items[group.max_items :]
                 if rest:
                     group.items = rest  # they have waited already: next in line, no new wait
                 else:
-                    del self._groups[sampling]
-                return sampling, batch
+                    del self._groups[key]
+                return group.sampling, batch
         return None
 
     def _loop(self) -> None:

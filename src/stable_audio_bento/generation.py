@@ -7,30 +7,16 @@ model's coalescer, then time-stretches and encodes in the caller's thread.
 
 from __future__ import annotations
 
-import functools
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from .audio import time_stretch
-from .engine import EngineRequest, ModelInfo, ProgressCallback, SamplingParams
+from .engine import EngineRequest, ProgressCallback, SamplingParams, model_info
 from .errors import InvalidRequestError
 from .formats import EncodedAudio, encode_audio
 from .modelstore import ModelEntry
 from .registry import ModelRegistry
 from .schemas import GenerationParams, resolve_seed
 from .settings import Settings
-
-
-@functools.lru_cache(maxsize=64)
-def _model_info(path: Path, name: str, metadata_json: str) -> ModelInfo:
-    config = json.loads((path / "model_config.json").read_text())
-    return ModelInfo.from_config(name, config, json.loads(metadata_json))
-
-
-def model_info(entry: ModelEntry) -> ModelInfo:
-    """What a store entry's model can do, read from its config (cached, no weights loaded)."""
-    return _model_info(entry.path, entry.name, json.dumps(entry.metadata, sort_keys=True))
 
 
 @dataclass(frozen=True)

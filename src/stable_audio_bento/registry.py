@@ -16,39 +16,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .batching import Batcher
-from .engine import StableAudioEngine
+from .engine import AudioEngine, load_engine
 from .errors import ModelNotFoundError
 from .modelstore import ModelCatalog, ModelEntry
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-EngineLoader = Callable[[ModelEntry, Settings], StableAudioEngine]
-
-
-def load_engine(entry: ModelEntry, settings: Settings) -> StableAudioEngine:
-    return StableAudioEngine.load(
-        entry.path,
-        entry.name,
-        entry.metadata,
-        device=settings.device,
-        half=settings.model_half,
-        dtype=settings.dtype,
-        compile=settings.compile,
-        threads=settings.torch_threads,
-    )
-
-
-def engine_bytes(engine: StableAudioEngine) -> int:
-    """Bytes of parameters and buffers the engine holds on its device."""
-    tensors = [*engine.model.parameters(), *engine.model.buffers()]
-    return sum(t.numel() * t.element_size() for t in tensors)
+EngineLoader = Callable[[ModelEntry, Settings], AudioEngine]
 
 
 @dataclass
 class LoadedModel:
     entry: ModelEntry
-    engine: StableAudioEngine
+    engine: AudioEngine
     batcher: Batcher
     in_use: int = 0
     last_used: float = field(default_factory=time.monotonic)
@@ -129,7 +110,7 @@ class ModelRegistry:
                 max_wait=self.settings.batch_wait_ms / 1000,
                 budget_seconds=self.settings.batch_budget_seconds,
             )
-            loaded = LoadedModel(entry, engine, batcher, in_use=1, nbytes=engine_bytes(engine))
+            loaded = LoadedModel(entry, engine, batcher, in_use=1, nbytes=engine.nbytes())
             with self._lock:
                 self._loaded[entry.name] = loaded
                 victims = self._evictable()

@@ -200,8 +200,8 @@ def test_the_memory_budget_splits_batches(
     window = engine.info.window_seconds
     sampling = engine.sampling(steps=STEPS)
     batcher = make_batcher(engine, max_batch_size=8, max_wait=WAIT, budget_seconds=2.5 * window)
-    assert batcher.max_items == 2
     requests = [dataclasses.replace(MIXED[0], seed=s) for s in range(5)]
+    assert batcher.max_items(requests[0]) == 2
     got = results([batcher.submit(r, sampling) for r in requests])
     assert [g.batch_size for g in got] == [2, 2, 2, 2, 1]
     assert engine.stats.last_batch_sizes[-3:] == [2, 2, 1]

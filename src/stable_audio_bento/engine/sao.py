@@ -1,16 +1,14 @@
-"""The Stable Audio engine: load one store entry with stable-audio-tools, generate batches.
+"""The stable-audio-tools backend: the Stable Audio Open family (``diffusion_cond`` models).
 
-Nothing HTTP lives here. Each request in a batch has its own prompt, negative prompt,
-start / length and seed; steps, cfg and sampler are shared by the batch. Every random draw of a
-request (initial noise, SDE / ping-pong noise) comes from that request's own seed, so a request
-gives the same audio alone or in any batch, whatever else runs in the process.
+Each request in a batch has its own prompt, negative prompt, start / length and seed; steps, cfg
+and sampler are shared by the batch. Every random draw of a request comes from its own seed
+(``noise.py``), so a request gives the same audio alone or in any batch.
 
 The SDE samplers draw their per-step noise from each request's own generator rather than from a
 Brownian tree: the samplers query one disjoint sigma interval per step, where a Brownian tree's
 normalised increments are independent standard normals too, so the distribution is the same, at
 a fraction of the cost (the tree walk cost ~13 ms per item and step on a CPU, in a Python loop
-over items). On CUDA the step noise comes from a per-request CUDA generator, so the sampling loop
-never waits on the host; a seed is reproducible per device type.
+over items).
 """
 
 from __future__ import annotations
@@ -19,240 +17,29 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .audio import FloatAudio, peak_normalize
-from .errors import GenerationError, InvalidRequestError, ModelLoadError
-from .hub_cache import link_text_encoder, prepare_offline_hub
+from ..audio import FloatAudio, peak_normalize
+from ..errors import GenerationError, ModelLoadError
+from ..hub_cache import link_text_encoder, prepare_offline_hub
+from .contract import EngineRequest, EngineStats, ProgressCallback, SamplingParams
+from .info import RF_OBJECTIVES, SIGMA_MAX, SIGMA_MIN, ModelInfo
+from .noise import ItemNoise, initial_noise
+from .precision import dtype_candidates, pick_device, set_threads
 
 log = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[int, int], None]
-
-# Samplers whose randomness we can seed per request. Deterministic ones draw nothing after the
-# initial noise; the SDE / ancestral ones get a per-item noise source.
-V_SAMPLERS = (
-    "dpmpp-3m-sde",
-    "dpmpp-2m-sde",
-    "dpmpp-2m",
-    "k-heun",
-    "k-lms",
-    "k-dpm-2",
-    "k-dpmpp-2s-ancestral",
-)
-RF_SAMPLERS = ("pingpong", "euler", "dpmpp")
-RF_OBJECTIVES = ("rectified_flow", "rf_denoiser")
-
-# Model card defaults by objective (stable-audio-open-1.0 and stable-audio-open-small).
-OBJECTIVE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "v": {"steps": 100, "cfg_scale": 7.0, "sampler": "dpmpp-3m-sde"},
-    "rectified_flow": {"steps": 50, "cfg_scale": 7.0, "sampler": "euler"},
-    "rf_denoiser": {"steps": 8, "cfg_scale": 1.0, "sampler": "pingpong"},
-}
-SIGMA_MIN, SIGMA_MAX = 0.3, 500.0
 # Latent frames decoded beyond each end of a request's span. The Oobleck decoder's receptive
 # field is under 12 frames each side (measured: a 12-frame margin already reproduces the full
 # decode to 1.5e-7), so 16 leaves headroom without paying for frames that are thrown away.
 DECODE_MARGIN = 16
-DTYPES = ("float32", "float16", "bfloat16")
 # The load-time check that a half-precision model gives finite audio: a short, cheap generation.
 CHECK_STEPS = 2
 CHECK_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a loaded model can do, from its config and store metadata."""
-
-    name: str
-    sample_rate: int
-    channels: int
-    sample_size: int
-    latent_downsampling: int
-    objective: str
-    default_steps: int
-    default_cfg_scale: float
-    default_sampler: str
-    conditioning_ids: tuple[str, ...]
-
-    @property
-    def window_seconds(self) -> float:
-        return self.sample_size / self.sample_rate
-
-    @property
-    def samplers(self) -> tuple[str, ...]:
-        return RF_SAMPLERS if self.objective in RF_OBJECTIVES else V_SAMPLERS
-
-    @classmethod
-    def from_config(
-        cls, name: str, config: dict[str, Any], metadata: dict[str, Any] | None = None
-    ) -> ModelInfo:
-        if config.get("model_type") != "diffusion_cond":
-            raise ModelLoadError(f"{name}: only diffusion_cond models are supported")
-        meta = metadata or {}
-        model = config["model"]
-        objective = model.get("diffusion", {}).get("diffusion_objective", "v")
-        defaults = OBJECTIVE_DEFAULTS.get(objective)
-        if defaults is None:
-            raise ModelLoadError(f"{name}: unsupported diffusion objective {objective!r}")
-        pretransform = model.get("pretransform", {}).get("config", {})
-        return cls(
-            name=name,
-            sample_rate=int(config["sample_rate"]),
-            channels=int(config["audio_channels"]),
-            sample_size=int(config["sample_size"]),
-            latent_downsampling=int(pretransform.get("downsampling_ratio", 1)),
-            objective=objective,
-            default_steps=int(meta.get("steps", defaults["steps"])),
-            default_cfg_scale=float(meta.get("cfg_scale", defaults["cfg_scale"])),
-            default_sampler=str(meta.get("sampler", defaults["sampler"])),
-            conditioning_ids=tuple(c["id"] for c in model["conditioning"]["configs"]),
-        )
-
-    def sampling(
-        self,
-        steps: int | None = None,
-        cfg_scale: float | None = None,
-        sampler: str | None = None,
-        max_steps: int = 1000,
-        names: Mapping[str, str] | None = None,
-    ) -> SamplingParams:
-        """Fill the model's defaults and check ranges; ``names`` maps fields to API names."""
-        names = names or {}
-        steps = self.default_steps if steps is None else steps
-        if not 1 <= steps <= max_steps:
-            field = names.get("steps", "steps")
-            raise InvalidRequestError(
-                f"{field} must be between 1 and {max_steps}, got {steps}", field=field
-            )
-        cfg = self.default_cfg_scale if cfg_scale is None else float(cfg_scale)
-        if not 0 <= cfg <= 100:
-            field = names.get("cfg_scale", "cfg_scale")
-            raise InvalidRequestError(
-                f"{field} must be between 0 and 100, got {cfg:g}", field=field
-            )
-        sampler = sampler or self.default_sampler
-        if sampler not in self.samplers:
-            raise InvalidRequestError(
-                f"sampler must be one of {', '.join(self.samplers)} for {self.name}, "
-                f"got {sampler!r}",
-                field=names.get("sampler", "sampler"),
-            )
-        return SamplingParams(steps=steps, cfg_scale=cfg, sampler=sampler)
-
-    def check_request(self, request: EngineRequest, names: Mapping[str, str] | None = None) -> None:
-        """Raise ``InvalidRequestError`` for what this model's window cannot hold."""
-        names = names or {}
-        window = self.window_seconds
-        length_field = names.get("seconds_total", "seconds_total")
-        start_field = names.get("seconds_start", "seconds_start")
-        if request.seconds_start < 0 or request.seconds_start >= window:
-            raise InvalidRequestError(
-                f"{start_field} must be at least 0 and less than {window:.2f} seconds "
-                f"for {self.name}, got {request.seconds_start:g}",
-                field=start_field,
-            )
-        if request.seconds_total * self.sample_rate < 1:
-            raise InvalidRequestError(
-                f"{length_field} must be greater than 0 seconds, got {request.seconds_total:g}",
-                field=length_field,
-            )
-        end = request.seconds_start + request.seconds_total
-        if end > window + 1e-6:
-            raise InvalidRequestError(
-                f"{length_field} must be at most {window - request.seconds_start:.2f} seconds "
-                f"for {self.name} (its window is {window:.2f} s; start {request.seconds_start:g}"
-                f" + length {request.seconds_total:g} = {end:g})",
-                field=length_field,
-            )
-
-
-@dataclass(frozen=True)
-class EngineRequest:
-    """One item of a batch. ``seconds_total`` is the length of audio returned."""
-
-    prompt: str
-    seed: int
-    seconds_total: float
-    seconds_start: float = 0.0
-    negative_prompt: str | None = None
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """Settings shared by every item of one diffusion batch."""
-
-    steps: int
-    cfg_scale: float
-    sampler: str
-
-
-@dataclass
-class EngineStats:
-    batches: int = 0
-    items: int = 0
-    seconds: float = 0.0
-    last_batch_sizes: list[int] = field(default_factory=list)
-
-
-def pick_device(requested: str) -> str:
-    """auto: cuda > mps > cpu."""
-    import torch
-
-    if requested != "auto":
-        if requested == "cuda" and not torch.cuda.is_available():
-            raise ModelLoadError("STABLE_AUDIO_DEVICE=cuda but no CUDA device is available")
-        return requested
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def dtype_candidates(
-    device: str, half: bool, requested: str = "auto", model_default: str | None = None
-) -> list[str]:
-    """The precisions to try, best first; float32 always ends the list."""
-    choice = requested if requested != "auto" else model_default
-    if choice is None:
-        choice = "float16" if (half and device == "cuda") else "float32"
-    if choice not in DTYPES:
-        raise ModelLoadError(f"unknown dtype {choice!r}; expected one of {', '.join(DTYPES)}")
-    # float16 has the finer mantissa; bfloat16 the float32 range, for what overflows float16.
-    order = {"float16": ["float16", "bfloat16"], "bfloat16": ["bfloat16"], "float32": []}[choice]
-    return [*order, "float32"]
-
-
-class ItemNoise:
-    """Per-request random streams for the sampling steps, one generator per batch item.
-
-    Each call draws one standard normal tensor per item from that item's own generator, so an
-    item's noise does not depend on what else is in the batch.
-    """
-
-    def __init__(self, generators: list[Any], shape: tuple[int, ...], device: str) -> None:
-        self.generators = generators
-        self.shape = shape
-        self.device = device
-
-    def like(self, x: Any) -> Callable[..., Any]:
-        """A k-diffusion noise sampler ``(sigma, sigma_next) -> noise`` shaped and typed as x."""
-        import torch
-
-        buffer = torch.empty((len(self.generators), *self.shape), device=self.device)
-
-        def draw(*_sigmas: Any) -> Any:
-            for row, generator in zip(buffer, self.generators, strict=True):
-                torch.randn(self.shape, generator=generator, out=row)
-            return buffer.to(x.dtype)
-
-        return draw
 
 
 class StableAudioEngine:
@@ -303,8 +90,7 @@ class StableAudioEngine:
         if not weights.is_file():
             raise ModelLoadError(f"{name}: {weights} is missing")
         resolved = pick_device(device)
-        if threads > 0:
-            torch.set_num_threads(threads)
+        set_threads(threads)
         candidates = dtype_candidates(resolved, half, dtype, (metadata or {}).get("dtype"))
         started = time.perf_counter()
         with cls._load_lock:
@@ -376,6 +162,17 @@ class StableAudioEngine:
             if self.device == "cuda":
                 torch.cuda.empty_cache()
 
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+    def nbytes(self) -> int:
+        """Bytes of parameters and buffers the engine holds on its device."""
+        if self.model is None:
+            return 0
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
     def sampling(
         self, steps: int | None = None, cfg_scale: float | None = None, sampler: str | None = None
     ) -> SamplingParams:
@@ -402,30 +199,22 @@ class StableAudioEngine:
         with self._run_lock, torch.inference_mode():
             if self.model is None:
                 raise GenerationError(f"{self.info.name} was unloaded")
-            latents = self._sample(requests, sampling, progress)
+            latents = self.sample(requests, sampling, progress)
             outputs = [
-                peak_normalize(self._decode(latents[i : i + 1], r)) for i, r in enumerate(requests)
+                peak_normalize(self.decode(latents[i : i + 1], r)) for i, r in enumerate(requests)
             ]
-        self.stats.batches += 1
-        self.stats.items += len(requests)
-        self.stats.seconds += time.perf_counter() - started
-        self.stats.last_batch_sizes = [*self.stats.last_batch_sizes[-99:], len(requests)]
+        self.stats.record(len(requests), time.perf_counter() - started)
         return outputs
 
     def _initial_noise(self, requests: Sequence[EngineRequest]) -> tuple[Any, ItemNoise]:
         """The whole window's starting noise, and each request's stream for the steps."""
-        import torch
-
         shape = (self.model.io_channels, self.info.sample_size // self.info.latent_downsampling)
-        # Drawn on the CPU from the seed, so a seed starts from the same noise on every device.
-        generators = [torch.Generator().manual_seed(r.seed) for r in requests]
-        noise = torch.stack([torch.randn(shape, generator=g) for g in generators])
-        if self.device != "cpu":
-            # Step noise from a per-request device generator: no host work inside the loop.
-            generators = [torch.Generator(device=self.device).manual_seed(r.seed) for r in requests]
-        return noise.to(self.device, self.dtype), ItemNoise(generators, shape, self.device)
+        seeds = [r.seed for r in requests]
+        noise = initial_noise(seeds, shape, self.device, self.dtype)
+        return noise, ItemNoise(seeds, shape, self.device)
 
-    def _conditioning(self, requests: Sequence[EngineRequest]) -> dict[str, Any]:
+    def conditioning(self, requests: Sequence[EngineRequest]) -> dict[str, Any]:
+        """The DiT's conditioning inputs for a batch (the text encoder runs here)."""
         import torch
 
         model = self.model
@@ -460,14 +249,15 @@ class StableAudioEngine:
             for k, v in inputs.items()
         }
 
-    def _sample(
+    def sample(
         self,
         requests: Sequence[EngineRequest],
         sampling: SamplingParams,
         progress: ProgressCallback | None,
     ) -> Any:
+        """Denoise a batch; the latents of the whole window, one row per request."""
         noise, item_noise = self._initial_noise(requests)
-        cond = self._conditioning(requests)
+        cond = self.conditioning(requests)
         # CFG runs as one doubled batch (conditioned and unconditioned rows together).
         extra = {**cond, "cfg_scale": sampling.cfg_scale, "batch_cfg": True, "rescale_cfg": True}
         total = sampling.steps
@@ -494,7 +284,13 @@ class StableAudioEngine:
         denoiser = K.external.VDenoiser(self.model.model)
         # The schedule stays on the CPU: the samplers' scalar arithmetic and their
         # `sigma == 0` tests then never wait for the device.
-        sigmas = K.sampling.get_sigmas_polyexponential(sampling.steps, SIGMA_MIN, SIGMA_MAX, 1.0)
+        schedule = dict(sampling.sampler_kwargs)
+        sigmas = K.sampling.get_sigmas_polyexponential(
+            sampling.steps,
+            float(schedule.get("sigma_min", SIGMA_MIN)),
+            float(schedule.get("sigma_max", SIGMA_MAX)),
+            1.0,
+        )
         x = noise * sigmas[0]
         kwargs: dict[str, Any] = {"extra_args": extra, "callback": on_step, "disable": True}
         name = sampling.sampler
@@ -553,7 +349,7 @@ class StableAudioEngine:
             x = (1 - t[i + 1]) * denoised + t[i + 1] * fresh()
         return x
 
-    def _decode(self, latent: Any, request: EngineRequest) -> FloatAudio:
+    def decode(self, latent: Any, request: EngineRequest) -> FloatAudio:
         """Decode the part of one item's latent that covers its requested span.
 
         The autoencoder is convolutional: decoding the span plus ``DECODE_MARGIN`` latent frames
@@ -586,3 +382,33 @@ class StableAudioEngine:
                 "try STABLE_AUDIO_DTYPE=float32"
             )
         return result
+
+
+def read_info(path: Path, name: str, metadata: dict[str, Any]) -> ModelInfo:
+    """The backend's description of a store entry (``model_config.json``), weights unread."""
+    config = json.loads((path / "model_config.json").read_text())
+    return ModelInfo.from_config(name, config, metadata)
+
+
+def load(
+    path: Path,
+    name: str,
+    metadata: dict[str, Any],
+    *,
+    device: str,
+    half: bool,
+    dtype: str,
+    compile: bool,
+    threads: int,
+) -> StableAudioEngine:
+    """The backend's loader (``engine.load_engine``)."""
+    return StableAudioEngine.load(
+        path,
+        name,
+        metadata,
+        device=device,
+        half=half,
+        dtype=dtype,
+        compile=compile,
+        threads=threads,
+    )

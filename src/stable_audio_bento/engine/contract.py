@@ -1,0 +1,95 @@
+"""The engine contract: what the registry, the coalescer, the pipeline and the benchmarks use.
+
+An engine is one loaded model on one device. It generates a batch of requests that share the
+batch-wide ``SamplingParams``; each request keeps its own prompt, length and seed and gets the
+audio it would get alone. Nothing HTTP lives behind this contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from ..audio import FloatAudio
+
+if TYPE_CHECKING:
+    from .info import ModelInfo
+
+ProgressCallback = Callable[[int, int], None]
+Scalar = float | int | bool | str
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    """One item of a batch. ``seconds_total`` is the length of audio returned.
+
+    ``padding_seconds`` is generated past the end and cut off (models that condition on the
+    length give a cleaner ending when they are asked for a little more than is kept).
+    """
+
+    prompt: str
+    seed: int
+    seconds_total: float
+    seconds_start: float = 0.0
+    negative_prompt: str | None = None
+    padding_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Settings shared by every item of one diffusion batch (hashable: the coalescer's key)."""
+
+    steps: int
+    cfg_scale: float
+    sampler: str
+    # Adaptive projected guidance; None: plain classifier-free guidance.
+    apg_scale: float | None = None
+    # Extra sampler settings, validated by the model's ModelInfo.
+    sampler_kwargs: tuple[tuple[str, Scalar], ...] = ()
+
+
+@dataclass
+class EngineStats:
+    batches: int = 0
+    items: int = 0
+    seconds: float = 0.0
+    last_batch_sizes: list[int] = field(default_factory=list)
+
+    def record(self, items: int, seconds: float) -> None:
+        self.batches += 1
+        self.items += items
+        self.seconds += seconds
+        self.last_batch_sizes = [*self.last_batch_sizes[-99:], items]
+
+
+@runtime_checkable
+class AudioEngine(Protocol):
+    """One loaded model: describe it, generate batches, free it."""
+
+    info: ModelInfo
+    device: str
+    stats: EngineStats
+
+    @property
+    def dtype_name(self) -> str:
+        """The precision the weights run in: float32, float16 or bfloat16."""
+        ...
+
+    def generate(
+        self,
+        requests: Sequence[EngineRequest],
+        sampling: SamplingParams,
+        progress: ProgressCallback | None = None,
+    ) -> list[FloatAudio]:
+        """One diffusion batch: float32 (channels, samples) per request, exactly its length,
+        peak-normalised (never clipping)."""
+        ...
+
+    def unload(self) -> None:
+        """Drop the weights; the engine is unusable afterwards."""
+        ...
+
+    def nbytes(self) -> int:
+        """Bytes of parameters and buffers held on the device."""
+        ...
