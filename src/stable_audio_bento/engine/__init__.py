@@ -15,6 +15,11 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..errors import ModelLoadError
 from .contract import (
+    AUDIO_TO_AUDIO,
+    CONTINUATION,
+    INPAINTING,
+    MODES,
+    TEXT_TO_AUDIO,
     AudioEngine,
     EngineRequest,
     EngineStats,
@@ -29,7 +34,6 @@ from .info import (
     SAT_BACKEND,
     SIGMA_MAX,
     SIGMA_MIN,
-    TEXT_TO_AUDIO,
     V_SAMPLERS,
     ModelInfo,
 )
@@ -42,7 +46,11 @@ if TYPE_CHECKING:
     from ..settings import Settings
 
 __all__ = [
+    "AUDIO_TO_AUDIO",
+    "CONTINUATION",
     "DTYPES",
+    "INPAINTING",
+    "MODES",
     "RF_OBJECTIVES",
     "RF_SAMPLERS",
     "SA3_BACKEND",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..audio import FloatAudio
 
@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 ProgressCallback = Callable[[int, int], None]
 Scalar = float | int | bool | str
 
+TEXT_TO_AUDIO = "text-to-audio"
+AUDIO_TO_AUDIO = "audio-to-audio"
+INPAINTING = "inpainting"
+CONTINUATION = "continuation"
+MODES = (TEXT_TO_AUDIO, AUDIO_TO_AUDIO, INPAINTING, CONTINUATION)
+
 
 @dataclass(frozen=True)
 class EngineRequest:
@@ -26,6 +32,12 @@ class EngineRequest:
 
     ``padding_seconds`` is generated past the end and cut off (models that condition on the
     length give a cleaner ending when they are asked for a little more than is kept).
+
+    Audio in: ``init_audio`` is float32 (channels, samples) at the model's rate and channel
+    count, ``seconds_total`` long. Without ``inpaint_regions`` it is a variation: sampling
+    starts from the source noised to ``init_noise_level`` (1 = pure noise, as text-to-audio).
+    With regions (seconds, start < end) those spans are generated anew and the rest is kept
+    from the source (continuation is inpainting of the span past the given clip).
     """
 
     prompt: str
@@ -34,6 +46,15 @@ class EngineRequest:
     seconds_start: float = 0.0
     negative_prompt: str | None = None
     padding_seconds: float = 0.0
+    init_audio: Any = field(default=None, compare=False, repr=False)
+    init_noise_level: float = 1.0
+    inpaint_regions: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def mode(self) -> str:
+        if self.init_audio is None:
+            return TEXT_TO_AUDIO
+        return INPAINTING if self.inpaint_regions else AUDIO_TO_AUDIO
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidRequestError, ModelLoadError
-from .contract import EngineRequest, SamplingParams, Scalar
+from .contract import TEXT_TO_AUDIO, EngineRequest, SamplingParams, Scalar
 
 SAT_BACKEND = "stable-audio-tools"
 SA3_BACKEND = "diffusers-sa3"
-TEXT_TO_AUDIO = "text-to-audio"
 
 # Samplers whose randomness we can seed per request. Deterministic ones draw nothing after the
 # initial noise; the SDE / ancestral ones get a per-item noise source.
@@ -194,6 +193,11 @@ class ModelInfo:
             self.require_option("negative_prompt", names)
         if request.padding_seconds and "duration_padding" not in self.options:
             self.require_option("duration_padding", names)
+        if request.mode not in self.modes:
+            raise InvalidRequestError(
+                f"{self.name} cannot do {request.mode} (it can do: {', '.join(self.modes)})",
+                field=names.get("mode", "mode"),
+            )
         # The start must leave room for at least one latent frame of audio.
         last_start = window - self.latent_downsampling / self.sample_rate
         if request.seconds_start < 0 or request.seconds_start > last_start:
@@ -225,8 +229,15 @@ class ModelInfo:
         return max(1, math.ceil(seconds * self.sample_rate / self.latent_downsampling))
 
     def batch_key(self, request: EngineRequest) -> Hashable:
-        """Besides SamplingParams, what two requests must share to run in one batch."""
-        return None if self.fixed_window else self.latent_frames(request)
+        """Besides SamplingParams, what two requests must share to run in one batch.
+
+        The mode and the variation strength: the sampling loop starts where the noise level
+        says, the same for every item of a batch.
+        """
+        frames = None if self.fixed_window else self.latent_frames(request)
+        if request.mode == TEXT_TO_AUDIO:
+            return frames
+        return (frames, request.mode, request.init_noise_level)
 
     def cost_seconds(self, request: EngineRequest) -> float:
         """Seconds of audio the request is denoised over (the coalescer's memory budget)."""
