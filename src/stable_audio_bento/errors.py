@@ -19,6 +19,10 @@ class InvalidRequestError(StableAudioError):
         self.field = field
 
 
+class UploadTooLargeError(InvalidRequestError):
+    """An uploaded file past the size cap (``STABLE_AUDIO_MAX_UPLOAD_MB``): answered 413."""
+
+
 class ModelNotFoundError(StableAudioError):
     """The requested model is not in the model store under any name or alias."""
 

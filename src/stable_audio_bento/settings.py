@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     # Request limits
     max_duration: float = Field(default=380.0, gt=0, description="API-wide cap in seconds.")
     max_steps: int = Field(default=500, ge=1, description="API-wide cap on sampling steps.")
+    max_upload_mb: float = Field(
+        default=50.0, gt=0, description="Largest uploaded audio file, MiB (413 past it)."
+    )
+    max_upload_seconds: float = Field(
+        default=600.0, gt=0, description="Longest uploaded audio, seconds (400 past it)."
+    )
 
     # Batching (request coalescing)
     max_batch_size: int = Field(default=8, ge=1, description="1 turns coalescing off.")
