@@ -1,10 +1,17 @@
-"""Optional API keys: ``Authorization: Bearer <key>`` on every route but health, docs and UI."""
+"""Optional API keys: ``Authorization: Bearer <key>`` on every route but health, docs and UI.
+
+The middleware also says who is calling (``caller_of(scope)``): jobs belong to the key that
+made them (recorded as ``owner_of(key)``, a hash), other keys do not see them, and admin keys
+see every job. Without keys the server is open and everyone sees everything.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 Scope = MutableMapping[str, Any]
@@ -17,6 +24,40 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # for the key and sends it with every API call.
 OPEN_PATHS = frozenset({"/", "/health", "/healthz", "/livez", "/readyz", "/metrics", "/ui"})
 OPEN_PREFIXES = ("/ui/", "/static_content/", "/assets/", "/docs.json", "/schema.json")
+
+
+CALLER_SCOPE_KEY = "stable_audio.caller"
+
+
+def owner_of(key: str) -> str:
+    """The job owner recorded for an API key: a hash of it (the key itself is never stored).
+
+    Keys are secrets chosen by the operator (long and random), so a plain SHA-256 is enough;
+    the prefix keeps these hashes from matching any other use of the same key.
+    """
+    return hashlib.sha256(b"stable-audio-bento job owner\0" + key.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: the owner its jobs get, and whether it sees every job."""
+
+    owner: str | None
+    admin: bool
+
+    @property
+    def visible_owner(self) -> str | None:
+        """The owner to filter job reads by; None: every job."""
+        return None if self.admin else self.owner
+
+
+OPEN_CALLER = Caller(owner=None, admin=True)
+
+
+def caller_of(scope: Mapping[str, Any]) -> Caller:
+    """The caller the middleware recorded (an open server: everyone sees every job)."""
+    caller = scope.get(CALLER_SCOPE_KEY)
+    return caller if isinstance(caller, Caller) else OPEN_CALLER
 
 
 def is_open(path: str) -> bool:
@@ -33,27 +74,44 @@ def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
 
 
 class ApiKeyMiddleware:
-    """ASGI middleware; with no keys configured it passes everything through."""
+    """ASGI middleware; with no keys configured it passes everything through.
 
-    def __init__(self, app: ASGIApp, keys: Iterable[str] = ()) -> None:
+    ``admin_keys`` are keys too; their callers see (and may cancel) every job.
+    """
+
+    def __init__(
+        self, app: ASGIApp, keys: Iterable[str] = (), admin_keys: Iterable[str] = ()
+    ) -> None:
         self.app = app
-        self.keys = [k.encode() for k in keys if k]
+        self.admin_keys = [k.encode() for k in admin_keys if k]
+        self.keys = [k.encode() for k in keys if k] + self.admin_keys
 
     def allowed(self, token: str | None) -> bool:
+        return self.identify(token) is not None
+
+    def identify(self, token: str | None) -> Caller | None:
+        """The caller holding ``token``, or None if it is no key of ours."""
         if token is None:
-            return False
+            return None
         candidate = token.encode()
         # Compare against every key so timing does not tell which one nearly matched.
-        return any([hmac.compare_digest(candidate, key) for key in self.keys])
+        matches = [hmac.compare_digest(candidate, key) for key in self.keys]
+        admin = [hmac.compare_digest(candidate, key) for key in self.admin_keys]
+        if not any(matches):
+            return None
+        return Caller(owner=owner_of(token), admin=any(admin))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            not self.keys
-            or scope["type"] != "http"
-            or scope.get("method") == "OPTIONS"
-            or is_open(scope["path"])
-            or self.allowed(bearer_token(scope.get("headers", [])))
-        ):
+        if not self.keys or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        caller = self.identify(bearer_token(scope.get("headers", [])))
+        if caller is not None:
+            scope[CALLER_SCOPE_KEY] = caller
+        if caller is not None or scope.get("method") == "OPTIONS" or is_open(scope["path"]):
+            if caller is None:
+                # An open path without a key: it may read nothing that belongs to a key.
+                scope[CALLER_SCOPE_KEY] = Caller(owner=None, admin=False)
             await self.app(scope, receive, send)
             return
         body = json.dumps(

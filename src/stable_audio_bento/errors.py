@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+import secrets
+
 
 class StableAudioError(Exception):
-    """Root of every error this package raises on purpose."""
+    """Root of every error this package raises on purpose.
+
+    ``public`` says whether the message is written for clients. Messages of the others may
+    name server paths, hosts or buckets: clients get ``public_message`` instead, and the
+    details go to the log under the same error id.
+    """
+
+    public = False
+
+
+def new_error_id() -> str:
+    """A short id that ties a client-facing message to the log line with the details."""
+    return secrets.token_hex(6)
+
+
+def public_message(error: BaseException, what: str, error_id: str) -> str:
+    """What a client may read about ``error``: its own message if written for clients."""
+    if isinstance(error, StableAudioError) and error.public:
+        return str(error)
+    return f"{what} failed on the server (error id {error_id}); the details are in its log."
 
 
 class InvalidRequestError(StableAudioError):
@@ -12,6 +33,8 @@ class InvalidRequestError(StableAudioError):
 
     ``field`` names the offending request field so the HTTP layer can report it.
     """
+
+    public = True
 
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -26,6 +49,8 @@ class UploadTooLargeError(InvalidRequestError):
 class ModelNotFoundError(StableAudioError):
     """The requested model is not in the model store under any name or alias."""
 
+    public = True
+
     def __init__(self, model: str) -> None:
         super().__init__(f"The model `{model}` does not exist.")
         self.model = model
@@ -38,9 +63,13 @@ class ModelLoadError(StableAudioError):
 class GenerationError(StableAudioError):
     """The model ran but did not produce usable audio."""
 
+    public = True
+
 
 class JobNotFoundError(StableAudioError):
     """No job with that id (or it expired)."""
+
+    public = True
 
     def __init__(self, job_id: str) -> None:
         super().__init__(f"Job `{job_id}` does not exist.")
@@ -50,13 +79,18 @@ class JobNotFoundError(StableAudioError):
 class QueueFullError(StableAudioError):
     """The job queue is at capacity; the caller should retry later."""
 
+    public = True
+
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
 
 class JobStoreUnavailableError(StableAudioError):
-    """The job store (Redis) does not answer; nothing was changed, the caller may retry."""
+    """The job store cannot serve the call (Redis does not answer, the disk under SQLite is
+    full or failing); nothing was changed, the caller may retry."""
+
+    public = True
 
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
@@ -65,6 +99,8 @@ class JobStoreUnavailableError(StableAudioError):
 
 class IdempotencyKeyReusedError(StableAudioError):
     """An ``Idempotency-Key`` already names a job with a different request body."""
+
+    public = True
 
     def __init__(self, key: str, job_id: str) -> None:
         super().__init__(
@@ -76,7 +112,15 @@ class IdempotencyKeyReusedError(StableAudioError):
 
 
 class StorageError(StableAudioError):
-    """Writing or reading an output file failed."""
+    """Writing or reading an output file failed.
+
+    Its message usually names paths or buckets (for the log); ``public=True`` marks one
+    written for clients (the storage is full).
+    """
+
+    def __init__(self, message: str, *, public: bool = False) -> None:
+        super().__init__(message)
+        self.public = public
 
 
 class ImportSourceError(StableAudioError):

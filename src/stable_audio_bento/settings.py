@@ -92,7 +92,15 @@ class Settings(BaseSettings):
     )
 
     # Outputs and storage
-    output_dir: Path = Path("outputs")
+    output_dir: Path = Field(
+        default=Path("outputs"),
+        description="Job outputs (local storage), served under /outputs/; nothing else.",
+    )
+    state_dir: Path | None = Field(
+        default=None,
+        description="The server's own files (the SQLite job store), kept out of the served "
+        "output directory. Unset: a directory `state` next to output_dir.",
+    )
     storage_bucket: str | None = None
     storage_prefix: str = "stable-audio/jobs"
     storage_endpoint_url: str | None = None
@@ -107,7 +115,7 @@ class Settings(BaseSettings):
     # Jobs
     job_store: Literal["sqlite", "redis"] = "sqlite"
     job_db_path: Path | None = Field(
-        default=None, description="SQLite file. Unset: jobs.sqlite3 inside output_dir."
+        default=None, description="SQLite file. Unset: jobs.sqlite3 inside state_dir."
     )
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = Field(default="stable-audio", description="Key prefix in Redis.")
@@ -177,8 +185,16 @@ class Settings(BaseSettings):
         if self.public_url:
             self.public_url = self.public_url.rstrip("/")
         self.output_dir = self.output_dir.expanduser().resolve()
+        if self.state_dir is None:
+            self.state_dir = self.output_dir.parent / "state"
+        self.state_dir = self.state_dir.expanduser().resolve()
+        if self.state_dir == self.output_dir or self.state_dir.is_relative_to(self.output_dir):
+            raise ValueError(
+                "STABLE_AUDIO_STATE_DIR must not be inside STABLE_AUDIO_OUTPUT_DIR "
+                "(the output directory is served)"
+            )
         if self.job_db_path is None:
-            self.job_db_path = self.output_dir / "jobs.sqlite3"
+            self.job_db_path = self.state_dir / "jobs.sqlite3"
         return self
 
     @property

@@ -6,10 +6,12 @@ boto3 is imported only when an ``S3Storage`` is built, so this module imports in
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
 import re
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -91,6 +93,10 @@ class LocalStorage:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageError(
+                    "The output storage is full; nothing was written. Retry later.", public=True
+                ) from e
             raise StorageError(f"Could not write `{key}` to {self.root}: {e}") from e
         return key
 
@@ -100,15 +106,20 @@ class LocalStorage:
     def resolve(self, key: str) -> Path:
         """The file for ``key``, safe to serve.
 
-        Raises StorageError for anything that is not a job output name, for symlinks that lead
-        outside the directory, and for missing files; the HTTP layer answers 404 to all of them.
+        Raises StorageError for anything that is not a job output name, for anything that is
+        not a regular file (a symlink, wherever it points: this server never writes one), and
+        for missing files; the HTTP layer answers 404 to all of them.
         """
         if not OUTPUT_KEY_RE.match(key):
             raise StorageError(f"Invalid output name `{key}`.")
-        path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root):
-            raise StorageError(f"Output `{key}` points outside the output directory.")
-        if not path.is_file():
+        path = self.root / key
+        try:
+            mode = path.lstat().st_mode  # lstat: the link itself, never its target
+        except OSError as e:
+            raise StorageError(f"Output `{key}` does not exist.") from e
+        if stat.S_ISLNK(mode):
+            raise StorageError(f"Output `{key}` is a symlink; only files written here are served.")
+        if not stat.S_ISREG(mode):
             raise StorageError(f"Output `{key}` does not exist.")
         return path
 

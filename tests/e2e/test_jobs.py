@@ -434,9 +434,14 @@ def test_outputs_refuse_path_traversal(server: BentoServer) -> None:
     assert status == 200 and body[:4] == b"RIFF"
 
     outputs = output_dir(server)
-    assert (outputs / "jobs.sqlite3").is_file()  # the job database sits in the same directory
+    # The job database is kept out of the served directory (it is in the state directory).
+    assert not (outputs / "jobs.sqlite3").exists()
+    assert (outputs.parent / "state" / "jobs.sqlite3").is_file()
+    (outputs / "jobs.sqlite3").write_bytes(b"SQLite format 3\0 planted")
     link = outputs / f"{'e' * 32}.wav"
     link.symlink_to("/etc/passwd")
+    inner = outputs / f"{'d' * 32}.wav"
+    inner.symlink_to(outputs / key)  # inside the directory, to a real output: refused too
     (outputs / "failed-uploads").mkdir(exist_ok=True)
     (outputs / "failed-uploads" / key).write_bytes(b"RIFF kept")
     try:
@@ -452,6 +457,7 @@ def test_outputs_refuse_path_traversal(server: BentoServer) -> None:
             f"/outputs/{key}%00.txt",
             f"/outputs/{key.upper()}",
             f"/outputs/{link.name}",  # a symlink out of the directory
+            f"/outputs/{inner.name}",  # a symlink within it
             f"/outputs/{'f' * 32}.wav",  # well-formed, but no such output
         ]:
             status, body = raw_get(server.url, path)
@@ -459,6 +465,8 @@ def test_outputs_refuse_path_traversal(server: BentoServer) -> None:
             assert b"SQLite format" not in body and b"root:" not in body, path
     finally:
         link.unlink()
+        inner.unlink()
+        (outputs / "jobs.sqlite3").unlink()
 
 
 # ---------------------------------------------------------- limits, retention, S3 trouble
@@ -525,11 +533,14 @@ def test_stalled_s3_fails_the_job_and_keeps_the_audio_until_retention(
         data = kept.read_bytes()  # read at once: retention is short on this server
     assert job["status"] == "failed", job
     assert job["download_url"] is None
-    assert job["error"].startswith(
-        f"Storing the output failed: Upload of `{PUBLIC_PREFIX}/{job['id']}"
-    )
-    assert "after 2 attempt(s): ReadTimeoutError" in job["error"]
-    assert f"(the audio is kept at {kept} on " in job["error"]
+    # The client is told what happened; the bucket, the path and the host are in the log,
+    # under the error id the message quotes.
+    assert job["error"].startswith("Storing the output failed: The upload failed on the server")
+    assert job["error"].endswith("A copy of the audio is kept on the server until the job expires.")
+    assert PUBLIC_PREFIX not in job["error"] and str(kept) not in job["error"]
+    error_id = job["error"].split("error id ")[1].split(")")[0]
+    logged = [line for line in small_server.log().splitlines() if error_id in line]
+    assert logged and "ReadTimeoutError" in logged[0] and str(kept) in logged[0], logged
     check_audio(data, "flac", 1.0)
 
     # Local copies of failed uploads expire with their job.

@@ -304,9 +304,11 @@ class TestSQLiteJobStore(JobStoreContract):
         assert SQLiteJobStore(tmp_path / "jobs.sqlite3").count_queued() == 10
 
     def test_settings_choose_sqlite(self, tmp_path: Path) -> None:
-        store = job_store_from_settings(Settings(output_dir=tmp_path, job_queue_size=7))
+        settings = Settings(output_dir=tmp_path / "outputs", job_queue_size=7)
+        store = job_store_from_settings(settings)
         assert isinstance(store, SQLiteJobStore)
-        assert (store.path, store.max_queued) == (tmp_path / "jobs.sqlite3", 7)
+        # Beside the served output directory, never inside it.
+        assert (store.path, store.max_queued) == (tmp_path / "state" / "jobs.sqlite3", 7)
         store.close()
 
 

@@ -86,7 +86,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.max_duration == 380.0
     assert settings.max_steps == 500
     assert settings.output_dir == tmp_path / "outputs"
-    assert settings.job_db_path == tmp_path / "outputs" / "jobs.sqlite3"
+    assert settings.state_dir == tmp_path / "state"
+    assert settings.job_db_path == tmp_path / "state" / "jobs.sqlite3"
     assert settings.job_store == "sqlite"
     assert settings.storage_bucket is None
     assert settings.storage_prefix == "stable-audio/jobs"
@@ -211,7 +212,7 @@ def test_paths_and_urls_are_normalised(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("STABLE_AUDIO_PUBLIC_URL", "https://audio.example.com/api/")
     settings = Settings()
     assert settings.output_dir == tmp_path / "home" / "audio"
-    assert settings.job_db_path == tmp_path / "home" / "audio" / "jobs.sqlite3"
+    assert settings.job_db_path == tmp_path / "home" / "state" / "jobs.sqlite3"
     assert settings.storage_public_base_url == "https://cdn.example.com/a"
     assert settings.public_url == "https://audio.example.com/api"
 

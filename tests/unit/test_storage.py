@@ -72,15 +72,26 @@ def test_resolve_rejects_symlinks_leaving_the_directory(
     secret.write_text("do not serve")
     key = new_job_id() + ".wav"
     os.symlink(secret, storage.root / key)
-    with pytest.raises(StorageError, match="points outside the output directory"):
+    with pytest.raises(StorageError, match="is a symlink"):
         storage.resolve(key)
 
 
-def test_resolve_follows_symlinks_inside_the_directory(storage: LocalStorage) -> None:
+def test_resolve_refuses_symlinks_inside_the_directory_too(storage: LocalStorage) -> None:
+    # The server never writes a link; one that is there was put there by someone else, and
+    # where it points can change between the check and the read.
     target = storage.save(new_job_id(), "wav", b"inside")
     link = new_job_id() + ".wav"
     os.symlink(storage.root / target, storage.root / link)
-    assert storage.resolve(link).read_bytes() == b"inside"
+    with pytest.raises(StorageError, match="is a symlink"):
+        storage.resolve(link)
+    assert storage.resolve(target).read_bytes() == b"inside"
+
+
+def test_resolve_refuses_a_directory_named_like_an_output(storage: LocalStorage) -> None:
+    key = new_job_id() + ".wav"
+    (storage.root / key).mkdir()
+    with pytest.raises(StorageError, match="does not exist"):
+        storage.resolve(key)
 
 
 def test_resolve_missing_file(storage: LocalStorage) -> None:

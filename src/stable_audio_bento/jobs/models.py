@@ -46,6 +46,11 @@ class Job(BaseModel):
     )
     lease_expires_at: float | None = None
     idempotency_key: str | None = None
+    owner: str | None = Field(
+        default=None,
+        description="Who may see the job: a hash of the API key that created it (never the "
+        "key); None on an open server.",
+    )
     cancel_requested: bool = False
 
     @property

@@ -3,10 +3,11 @@
 Layout (every key carries the ``{prefix}`` hash tag, so all live in one cluster slot):
 ``{p}:job:<id>`` the job as JSON; sorted sets ``{p}:queued`` (by created_at),
 ``{p}:running`` (by lease expiry), ``{p}:finished`` (by finished_at) and ``{p}:recent``
-(every job by created_at); ``{p}:idem:<key>`` -> job id. Creation is one Lua script (exact
-queue bound, idempotency); every other change is WATCH/MULTI on the job's key, which
-makes two claims of one job impossible. Times come from the Redis server clock, so
-replicas with skewed clocks still agree on when a lease expired.
+(every job by created_at), ``{p}:recent:<owner>`` (one owner's jobs by created_at);
+``{p}:idem:<owner>:<key>`` (``{p}:idem:<key>`` for unowned jobs) -> job id. Creation is one
+Lua script (exact queue bound, idempotency); every other change is WATCH/MULTI on the job's
+key, which makes two claims of one job impossible. Times come from the Redis server clock,
+so replicas with skewed clocks still agree on when a lease expired.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from redis.exceptions import WatchError
 
 from ..errors import JobNotFoundError
 from .models import Job
-from .store import Change, JobStore
+from .store import Change, JobStore, scoped_idempotency_key
 
 _CREATE = """
 if ARGV[5] == '1' then
@@ -32,6 +33,7 @@ if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[6]) then return {'full'} end
 redis.call('SET', KEYS[3], ARGV[2])
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
 if ARGV[5] == '1' then redis.call('SET', KEYS[4], ARGV[1]) end
 return {'created'}
 """
@@ -65,8 +67,11 @@ class RedisJobStore(JobStore):
     def _job_key(self, job_id: str) -> str:
         return f"{self._p}:job:{job_id}"
 
-    def _idem_key(self, key: str) -> str:
-        return f"{self._p}:idem:{key}"
+    def _idem_key(self, job: Job) -> str:
+        return f"{self._p}:idem:{scoped_idempotency_key(job)}"
+
+    def _recent_of(self, owner: str | None) -> str:
+        return self._recent if owner is None else f"{self._recent}:{owner}"
 
     def _now(self, client: Any = None) -> float:
         seconds, micros = (client or self._redis).time()
@@ -75,9 +80,10 @@ class RedisJobStore(JobStore):
     def create(self, job: Job) -> Job:
         job = job.model_copy(update={"created_at": self._now()})
         has_idem = job.idempotency_key is not None
-        idem_key = self._idem_key(job.idempotency_key) if job.idempotency_key else self._queued
+        idem_key = self._idem_key(job) if job.idempotency_key else self._queued
+        keys = [self._queued, self._recent, self._job_key(job.id), idem_key]
         result = self._create_script(
-            keys=[self._queued, self._recent, self._job_key(job.id), idem_key],
+            keys=[*keys, self._recent_of(job.owner)],
             args=[
                 job.id,
                 job.model_dump_json(),
@@ -93,14 +99,14 @@ class RedisJobStore(JobStore):
             raise self._queue_full()
         return job
 
-    def get(self, job_id: str) -> Job:
+    def get(self, job_id: str, owner: str | None = None) -> Job:
         raw = self._redis.get(self._job_key(job_id))
         if raw is None:
             raise JobNotFoundError(job_id)
-        return Job.model_validate_json(raw)
+        return self._visible(Job.model_validate_json(raw), owner)
 
-    def list_recent(self, limit: int = 50) -> list[Job]:
-        ids = self._redis.zrevrange(self._recent, 0, limit - 1)
+    def list_recent(self, limit: int = 50, owner: str | None = None) -> list[Job]:
+        ids = self._redis.zrevrange(self._recent_of(owner), 0, limit - 1)
         if not ids:
             return []
         docs = self._redis.mget([self._job_key(job_id) for job_id in ids])
@@ -130,13 +136,15 @@ class RedisJobStore(JobStore):
                         return None  # changed since it was listed
                     idem = ""
                     if job is not None and job.idempotency_key:
-                        idem = self._idem_key(job.idempotency_key)
+                        idem = self._idem_key(job)
                         pipe.watch(idem)
                     owns_idem = bool(idem) and pipe.get(idem) == job_id
                     pipe.multi()
                     pipe.delete(key)
                     pipe.zrem(self._finished, job_id)
                     pipe.zrem(self._recent, job_id)
+                    if job is not None and job.owner is not None:
+                        pipe.zrem(self._recent_of(job.owner), job_id)
                     if owns_idem:
                         pipe.delete(idem)
                     pipe.execute()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import threading
@@ -11,11 +12,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import JobNotFoundError
+from ..errors import JobNotFoundError, JobStoreUnavailableError
 from .models import FINISHED, Job
-from .store import Change, JobStore
+from .store import Change, JobStore, scoped_idempotency_key
 
-_SCHEMA = """
+_TABLE = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     status TEXT NOT NULL,
@@ -25,10 +26,22 @@ CREATE TABLE IF NOT EXISTS jobs (
     idempotency_key TEXT UNIQUE,
     doc TEXT NOT NULL
 );
+"""
+# Added after the first release: databases made before get the columns at open (migration).
+_ADDED_COLUMNS = {"owner": "TEXT"}
+_INDEXES = """
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at);
+CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at);
 """
 _FINISHED_SQL = ", ".join(f"'{status}'" for status in sorted(FINISHED))
+# SQLite results that say "the disk or the lock, not your request": a 503 and a retry.
+# (Extended codes such as SQLITE_IOERR_WRITE share these prefixes.)
+_UNAVAILABLE = (
+    *("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_LOCKED"),
+    *("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PROTOCOL"),
+)
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class SQLiteJobStore(JobStore):
@@ -60,14 +73,32 @@ class SQLiteJobStore(JobStore):
         self._pid = os.getpid()
         with self._connection() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
+            conn.executescript(_TABLE)
+            with self._migration(conn):
+                have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+                for column, kind in _ADDED_COLUMNS.items():
+                    if column not in have:
+                        conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+            conn.executescript(_INDEXES)
+
+    @contextmanager
+    def _migration(self, conn: sqlite3.Connection) -> Iterator[None]:
+        # Several processes open one file at start: the write lock makes one of them migrate.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
         if os.getpid() != self._pid:
             # A forked child must not touch its parent's connection (or its lock's state).
             self._lock, self._db, self._pid = threading.Lock(), None, os.getpid()
-        with self._lock:
+        with self._lock, self._unavailable_as_503():
             if self._db is None:
                 self._db = sqlite3.connect(
                     self.path,
@@ -77,6 +108,31 @@ class SQLiteJobStore(JobStore):
                 )
                 self._db.execute("PRAGMA synchronous=NORMAL")
             yield self._db
+
+    @contextmanager
+    def _unavailable_as_503(self) -> Iterator[None]:
+        """A full or failing disk, or a lock held past ``busy_timeout``: JobStoreUnavailableError.
+
+        Nothing was changed (the transaction rolled back), so the caller may retry; reads
+        keep working on a full disk. The message names no path.
+        """
+        try:
+            yield
+        except sqlite3.Error as e:
+            name = getattr(e, "sqlite_errorname", "") or ""
+            if not name.startswith(_UNAVAILABLE):
+                raise
+            reason = str(e) or name
+            raise JobStoreUnavailableError(
+                f"The job store is unavailable ({reason}); retry later.", self.retry_after
+            ) from e
+        except OSError as e:
+            if e.errno not in _NO_SPACE:
+                raise
+            raise JobStoreUnavailableError(
+                "The job store is unavailable (no space left on its disk); retry later.",
+                self.retry_after,
+            ) from e
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -95,10 +151,11 @@ class SQLiteJobStore(JobStore):
             return conn.execute(sql, params).fetchall()
 
     def create(self, job: Job) -> Job:
+        idem = scoped_idempotency_key(job)
         with self._write() as conn:
-            if job.idempotency_key is not None:
+            if idem is not None:
                 row = conn.execute(
-                    "SELECT doc FROM jobs WHERE idempotency_key = ?", (job.idempotency_key,)
+                    "SELECT doc FROM jobs WHERE idempotency_key = ?", (idem,)
                 ).fetchone()
                 if row is not None:
                     return Job.model_validate_json(row[0])
@@ -108,19 +165,26 @@ class SQLiteJobStore(JobStore):
             job = job.model_copy(update={"created_at": time.time()})
             conn.execute(
                 "INSERT INTO jobs (id, status, created_at, finished_at, lease_expires_at,"
-                " idempotency_key, doc) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (*_columns(job), job.idempotency_key, job.model_dump_json()),
+                " idempotency_key, owner, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (*_columns(job), idem, job.owner, job.model_dump_json()),
             )
         return job
 
-    def get(self, job_id: str) -> Job:
+    def get(self, job_id: str, owner: str | None = None) -> Job:
         rows = self._read("SELECT doc FROM jobs WHERE id = ?", job_id)
         if not rows:
             raise JobNotFoundError(job_id)
-        return Job.model_validate_json(rows[0][0])
+        return self._visible(Job.model_validate_json(rows[0][0]), owner)
 
-    def list_recent(self, limit: int = 50) -> list[Job]:
-        rows = self._read("SELECT doc FROM jobs ORDER BY created_at DESC LIMIT ?", limit)
+    def list_recent(self, limit: int = 50, owner: str | None = None) -> list[Job]:
+        if owner is None:
+            rows = self._read("SELECT doc FROM jobs ORDER BY created_at DESC LIMIT ?", limit)
+        else:
+            rows = self._read(
+                "SELECT doc FROM jobs WHERE owner = ? ORDER BY created_at DESC LIMIT ?",
+                owner,
+                limit,
+            )
         return [Job.model_validate_json(doc) for (doc,) in rows]
 
     def count_queued(self) -> int:

@@ -2,6 +2,11 @@
 
 State changes are read-modify-write of one job under the store's atomic primitive
 (``_update``); the rules for who may change what live here, once, for both stores.
+
+Jobs belong to an ``owner`` (a hash of the API key that created them, ``Job.owner``): ``get``,
+``list_recent`` and ``request_cancel`` take the caller's owner and treat other owners' jobs as
+absent; ``owner=None`` means "every job" (an open server, an admin key, the worker).
+Idempotency keys are scoped by owner, so two clients cannot collide on (or probe) each other's.
 """
 
 from __future__ import annotations
@@ -49,12 +54,12 @@ class JobStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    def get(self, job_id: str) -> Job:
-        """The job (JobNotFoundError if unknown or purged)."""
+    def get(self, job_id: str, owner: str | None = None) -> Job:
+        """The job (JobNotFoundError if unknown, purged, or another ``owner``'s)."""
 
     @abc.abstractmethod
-    def list_recent(self, limit: int = 50) -> list[Job]:
-        """The newest jobs first."""
+    def list_recent(self, limit: int = 50, owner: str | None = None) -> list[Job]:
+        """The newest jobs first (only ``owner``'s, when given)."""
 
     @abc.abstractmethod
     def count_queued(self) -> int:
@@ -77,6 +82,13 @@ class JobStore(abc.ABC):
         """Ids, oldest first, of queued jobs and of running jobs whose lease has expired."""
 
     # --- shared rules ----------------------------------------------------------------------
+
+    @staticmethod
+    def _visible(job: Job, owner: str | None) -> Job:
+        """``job`` if ``owner`` may see it; otherwise it does not exist for them."""
+        if owner is not None and job.owner != owner:
+            raise JobNotFoundError(job.id)
+        return job
 
     def _queue_full(self) -> QueueFullError:
         return QueueFullError(
@@ -202,17 +214,21 @@ class JobStore(abc.ABC):
 
         return self._update_if_exists(job_id, change) is not None
 
-    def request_cancel(self, job_id: str) -> Job:
-        """Cancel a job: a queued one at once, a running one when its worker sees the flag."""
+    def request_cancel(self, job_id: str, owner: str | None = None) -> Job:
+        """Cancel a job: a queued one at once, a running one when its worker sees the flag.
+
+        Another ``owner``'s job is JobNotFoundError, and stays as it was.
+        """
 
         def change(job: Job, now: float) -> Job | None:
+            self._visible(job, owner)
             if job.status == "queued":
                 return _finish(job, now, "canceled")
             if job.status == "running" and not job.cancel_requested:
                 return job.model_copy(update={"cancel_requested": True})
             return None
 
-        return self._update(job_id, change) or self.get(job_id)
+        return self._update(job_id, change) or self.get(job_id, owner)
 
     def _finish_owned(
         self,
@@ -241,6 +257,16 @@ class JobStore(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def scoped_idempotency_key(job: Job) -> str | None:
+    """The job's ``Idempotency-Key`` as the store indexes it: within its owner's namespace.
+
+    Jobs without an owner keep the bare key (as stored before owners existed).
+    """
+    if job.idempotency_key is None:
+        return None
+    return job.idempotency_key if job.owner is None else f"{job.owner}:{job.idempotency_key}"
 
 
 def _owns(job: Job, worker_id: str) -> bool:

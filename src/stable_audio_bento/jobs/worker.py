@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import StableAudioError, new_error_id, public_message
 from ..formats import FORMATS
 from ..storage import LocalStorage, Storage
 from .models import Job, JobOutput
@@ -59,9 +60,10 @@ class JobWorker:
     ``run_job(job, progress, is_canceled)`` does the work; it should call ``progress(step,
     total)`` as it goes and stop by raising once ``is_canceled()`` turns true. While it
     runs, a keeper thread extends the lease, reports progress and watches for cancel. If
-    storing the output fails, the bytes are kept under ``fallback_dir`` and the job fails
-    with the reason. With ``retention_seconds`` set, finished jobs and their files are
-    purged every ``sweep_interval`` seconds.
+    storing the output fails, the bytes are kept under ``fallback_dir`` and the job fails.
+    A job's ``error`` is written for its client: server paths, hosts and buckets go to the
+    log only, under an error id that the client's message quotes. With ``retention_seconds``
+    set, finished jobs and their files are purged every ``sweep_interval`` seconds.
     """
 
     def __init__(
@@ -99,6 +101,8 @@ class JobWorker:
         self._stopping = threading.Event()
         self._abort = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._running: dict[str, str] = {}  # job id -> lease owner, while a thread runs it
+        self._running_lock = threading.Lock()
 
     def start(self) -> None:
         """Start the worker threads (and the retention sweep)."""
@@ -113,22 +117,38 @@ class JobWorker:
             self._spawn("job-retention", self._sweep_loop)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop taking jobs and let running ones finish for up to ``timeout`` seconds.
+        """Stop taking jobs; give running ones back to the queue at once.
 
-        Jobs still running then are asked to stop (``is_canceled()`` turns true) and are
-        released back to the queue for another worker.
+        A shutdown (SIGTERM, a parent gone) may be followed by a kill at any moment, so the
+        running jobs are released first, before anything else: another worker can claim
+        them right away instead of after their lease expires. Their runs are then asked to
+        stop (``is_canceled()`` turns true) and get up to ``timeout`` seconds to return;
+        what they produce is dropped (the lease is gone).
         """
         self._stopping.set()
+        self._abort.set()
+        self.release_running()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        if any(thread.is_alive() for thread in self._threads):
-            self._abort.set()
-            for thread in self._threads:
-                thread.join(self.lease_seconds)
-                if thread.is_alive():
-                    logger.warning("%s did not stop; its lease will expire", thread.name)
+            if thread.is_alive():
+                logger.warning("%s did not stop within %.0f s", thread.name, timeout)
         self._threads = []
+
+    def release_running(self) -> list[str]:
+        """Requeue every job this worker is running (their attempt is not counted)."""
+        with self._running_lock:
+            running = list(self._running.items())
+        released = []
+        for job_id, owner in running:
+            try:
+                if self.store.release(job_id, owner):
+                    released.append(job_id)
+            except Exception:
+                logger.exception("Releasing job %s failed; its lease will expire", job_id)
+        if released:
+            logger.info("Released %d running job(s) to the queue: %s", len(released), released)
+        return released
 
     def sweep(self) -> int:
         """Purge jobs past retention and delete their outputs; return how many files.
@@ -191,10 +211,16 @@ class JobWorker:
         keeper = threading.Thread(
             target=self._keep_lease, args=(job.id, owner, run), name=f"lease-{job.id[:8]}"
         )
+        with self._running_lock:
+            self._running[job.id] = owner
+        if self._abort.is_set():  # stop() began between the claim and here
+            self.release_running()
         keeper.start()
         try:
             self._run_and_record(job, owner, run)
         finally:
+            with self._running_lock:
+                self._running.pop(job.id, None)
             run.done.set()
             keeper.join()
 
@@ -218,8 +244,17 @@ class JobWorker:
         elif self._abort.is_set():
             self.store.release(job.id, owner)  # it stopped because we are shutting down
         else:
-            message = str(error) or type(error).__name__
-            logger.warning("Job %s failed: %s", job.id, message)
+            assert error is not None
+            error_id = new_error_id()
+            logger.warning(
+                "Job %s failed (error id %s): %s: %s",
+                job.id,
+                error_id,
+                type(error).__name__,
+                error,
+                exc_info=not _is_expected(error),
+            )
+            message = public_message(error, "The generation", error_id)
             self.store.mark_failed(job.id, owner, message, progress=run.progress)
 
     def _store_output(
@@ -228,14 +263,21 @@ class JobWorker:
         try:
             key = self.storage.save(job.id, output.format, output.data)
         except Exception as e:
-            logger.error("Storing the output of job %s failed: %s", job.id, e)
-            error = f"Storing the output failed: {e}"
+            error_id = new_error_id()
             fallback = self._keep_locally(job, output)
+            logger.error(
+                "Storing the output of job %s failed (error id %s): %s; local copy: %s on %s",
+                job.id,
+                error_id,
+                e,
+                fallback or "none (it failed too)",
+                socket.gethostname(),
+            )
+            error = f"Storing the output failed: {public_message(e, 'The upload', error_id)}"
             if fallback is None:
-                error += " (the local fallback copy failed too)"
+                error += " No copy of the audio could be kept."
             else:
-                host = socket.gethostname()
-                error += f" (the audio is kept at {fallback} on {host} until the job expires)"
+                error += " A copy of the audio is kept on the server until the job expires."
             self.store.mark_failed(job.id, owner, error, fallback_path=fallback, progress=progress)
             return
         if not self.store.mark_succeeded(
@@ -275,3 +317,8 @@ class JobWorker:
                 return
             if job.cancel_requested:
                 run.canceled.set()
+
+
+def _is_expected(error: Exception) -> bool:
+    """Errors that need no traceback in the log: the request's or the model's own."""
+    return isinstance(error, StableAudioError)
