@@ -24,9 +24,9 @@ from bentoml.exceptions import BentoMLException  # noqa: E402
 from bentoml.validators import ContentType  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
-from stable_audio_bento.api import audio_response, create_app, map_error  # noqa: E402
 from stable_audio_bento.auth import ApiKeyMiddleware  # noqa: E402
 from stable_audio_bento.errors import StableAudioError  # noqa: E402
+from stable_audio_bento.http import audio_response, create_app, map_error  # noqa: E402
 from stable_audio_bento.schemas import AudioGenerateRequest  # noqa: E402
 from stable_audio_bento.settings import Settings  # noqa: E402
 

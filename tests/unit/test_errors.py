@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from stable_audio_bento import errors
-from stable_audio_bento.api import map_error
 from stable_audio_bento.errors import (
     GenerationError,
     IdempotencyKeyReusedError,
@@ -22,6 +21,7 @@ from stable_audio_bento.errors import (
     StableAudioError,
     StorageError,
 )
+from stable_audio_bento.http import map_error
 from stable_audio_bento.runtime import JobCanceled
 from stable_audio_bento.schemas import ErrorResponse
 

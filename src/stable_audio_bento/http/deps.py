@@ -1,0 +1,26 @@
+"""What routes are given: the server's ``Runtime`` and the public base URL of links."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from ..runtime import Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The ``Runtime`` the service (or a test) put on ``app.state.runtime`` at start."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_public_base(request: Request, runtime: RuntimeDep) -> str:
+    """Where clients reach this server: ``STABLE_AUDIO_PUBLIC_URL``, else the request's URL."""
+    return (runtime.settings.public_url or str(request.base_url)).rstrip("/")
+
+
+PublicBaseDep = Annotated[str, Depends(get_public_base)]

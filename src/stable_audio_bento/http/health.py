@@ -1,0 +1,16 @@
+"""``GET /health``: models, limits, queue and storage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from .deps import RuntimeDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", summary="Models, limits and queue")
+def health(runtime: RuntimeDep) -> dict[str, Any]:
+    return runtime.health()
