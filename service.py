@@ -27,6 +27,7 @@ from starlette.responses import Response  # noqa: E402
 from stable_audio_bento.auth import ApiKeyMiddleware  # noqa: E402
 from stable_audio_bento.errors import StableAudioError  # noqa: E402
 from stable_audio_bento.http import audio_response, create_app, map_error  # noqa: E402
+from stable_audio_bento.lifecycle import exit_when_orphaned, requeue_on_sigterm  # noqa: E402
 from stable_audio_bento.schemas import AudioGenerateRequest  # noqa: E402
 from stable_audio_bento.settings import Settings  # noqa: E402
 
@@ -63,6 +64,10 @@ class StableAudio:
 
         self.runtime = Runtime(settings)
         app.state.runtime = self.runtime
+        # Running jobs go back to the queue the moment this process is told to stop, or finds
+        # its supervisor gone (a kill -9 of the server leaves BentoML's workers running).
+        requeue_on_sigterm(self.runtime.worker.begin_shutdown)
+        exit_when_orphaned(self.runtime.worker.begin_shutdown)
         self.runtime.start()
 
     @bentoml.on_shutdown

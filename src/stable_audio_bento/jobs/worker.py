@@ -125,15 +125,22 @@ class JobWorker:
         stop (``is_canceled()`` turns true) and get up to ``timeout`` seconds to return;
         what they produce is dropped (the lease is gone).
         """
-        self._stopping.set()
-        self._abort.set()
-        self.release_running()
+        self.begin_shutdown()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 logger.warning("%s did not stop within %.0f s", thread.name, timeout)
         self._threads = []
+
+    def begin_shutdown(self) -> list[str]:
+        """Take no more jobs, requeue the running ones and ask their runs to stop; no waiting.
+
+        Safe to call from any thread, any number of times (a signal, a watchdog, ``stop``).
+        """
+        self._stopping.set()
+        self._abort.set()
+        return self.release_running()
 
     def release_running(self) -> list[str]:
         """Requeue every job this worker is running (their attempt is not counted)."""
