@@ -8,7 +8,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidRequestError, ModelLoadError
-from .contract import TEXT_TO_AUDIO, EngineRequest, SamplingParams, Scalar
+from .contract import (
+    AUDIO_TO_AUDIO,
+    CONTINUATION,
+    INPAINTING,
+    TEXT_TO_AUDIO,
+    EngineRequest,
+    SamplingParams,
+    Scalar,
+)
 
 SAT_BACKEND = "stable-audio-tools"
 SA3_BACKEND = "diffusers-sa3"
@@ -106,6 +114,8 @@ class ModelInfo:
             default_sampler=str(meta.get("sampler", defaults["sampler"])),
             conditioning_ids=tuple(c["id"] for c in model["conditioning"]["configs"]),
             sampler_kwargs=tuple(V_SAMPLER_KWARGS.items()) if objective == "v" else (),
+            # Init audio and masked sampling work on any diffusion_cond model.
+            modes=(TEXT_TO_AUDIO, AUDIO_TO_AUDIO, INPAINTING, CONTINUATION),
         )
 
     # --------------------------------------------------------------- checks
@@ -198,6 +208,8 @@ class ModelInfo:
                 f"{self.name} cannot do {request.mode} (it can do: {', '.join(self.modes)})",
                 field=names.get("mode", "mode"),
             )
+        if request.init_audio is not None:
+            self._check_source(request, names)
         # The start must leave room for at least one latent frame of audio.
         last_start = window - self.latent_downsampling / self.sample_rate
         if request.seconds_start < 0 or request.seconds_start > last_start:
@@ -219,6 +231,37 @@ class ModelInfo:
                 f" + length {request.seconds_total:g} = {end:g})",
                 field=length_field,
             )
+
+    def _check_source(self, request: EngineRequest, names: Mapping[str, str]) -> None:
+        """Source audio: shaped for the model, as long as the request, regions inside it."""
+        shape: tuple[int, ...] = tuple(getattr(request.init_audio, "shape", ()))
+        count = round(request.seconds_total * self.sample_rate)
+        audio_field = names.get("init_audio", "audio")
+        if len(shape) != 2 or shape[0] != self.channels or abs(shape[1] - count) > 1:
+            raise InvalidRequestError(
+                f"{audio_field} must be {self.channels} channels of {count} samples at "
+                f"{self.sample_rate} Hz, got shape {tuple(shape)}",
+                field=audio_field,
+            )
+        if request.seconds_start:
+            field = names.get("seconds_start", "seconds_start")
+            raise InvalidRequestError(
+                f"{field} cannot be used with source audio (the source starts at 0)", field=field
+            )
+        level_field = names.get("init_noise_level", "init_noise_level")
+        if not 0 <= request.init_noise_level <= 1:
+            raise InvalidRequestError(
+                f"{level_field} must be between 0 and 1, got {request.init_noise_level:g}",
+                field=level_field,
+            )
+        region_field = names.get("inpaint_regions", "inpaint_regions")
+        for start, end in request.inpaint_regions:
+            if not 0 <= start < end <= request.seconds_total + 1e-6:
+                raise InvalidRequestError(
+                    f"{region_field}: each region must lie within the audio (0 to "
+                    f"{request.seconds_total:.2f} s) with start < end, got {start:g}-{end:g}",
+                    field=region_field,
+                )
 
     # ------------------------------------------------------------- batching
     def latent_frames(self, request: EngineRequest) -> int:

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ import numpy as np
 from ..audio import FloatAudio, peak_normalize
 from ..errors import GenerationError, ModelLoadError
 from ..hub_cache import link_text_encoder, prepare_offline_hub
+from .audio_in import keep_mask, splice, v_sigma
 from .contract import EngineRequest, EngineStats, ProgressCallback, SamplingParams
 from .info import RF_OBJECTIVES, SIGMA_MAX, SIGMA_MIN, ModelInfo
 from .noise import ItemNoise, initial_noise
@@ -201,7 +204,7 @@ class StableAudioEngine:
                 raise GenerationError(f"{self.info.name} was unloaded")
             latents = self.sample(requests, sampling, progress)
             outputs = [
-                peak_normalize(self.decode(latents[i : i + 1], r)) for i, r in enumerate(requests)
+                self._finish(self.decode(latents[i : i + 1], r), r) for i, r in enumerate(requests)
             ]
         self.stats.record(len(requests), time.perf_counter() - started)
         return outputs
@@ -249,15 +252,64 @@ class StableAudioEngine:
             for k, v in inputs.items()
         }
 
+    def _finish(self, audio: FloatAudio, request: EngineRequest) -> FloatAudio:
+        """Inpainting keeps the source outside its regions; everything else is normalised."""
+        if request.inpaint_regions and request.init_audio is not None:
+            return splice(audio, request, self.info.sample_rate)
+        return peak_normalize(audio)
+
+    def encode_sources(self, requests: Sequence[EngineRequest]) -> _Source | None:
+        """The batch's source audio as window latents, and the frames that follow it.
+
+        The encoder's posterior mean, not a sample from it: the same source always gives the
+        same latent (a VAE sample would draw from the global RNG).
+        """
+        if requests[0].init_audio is None:  # one mode per batch (ModelInfo.batch_key)
+            return None
+        import torch
+        from stable_audio_tools.models.bottleneck import VAEBottleneck
+
+        ratio = self.info.latent_downsampling
+        frames = self.info.sample_size // ratio
+        latents = torch.zeros((len(requests), self.model.io_channels, frames), device=self.device)
+        pretransform = self.model.pretransform
+        for i, request in enumerate(requests):
+            audio = torch.from_numpy(np.ascontiguousarray(request.init_audio, dtype=np.float32))
+            count = audio.shape[-1]
+            audio = torch.nn.functional.pad(audio, (0, -count % ratio))[None].to(self.device)
+            if pretransform is None:
+                latent = audio
+            else:
+                autoencoder = pretransform.model
+                dtype = next(pretransform.parameters()).dtype
+                latent = autoencoder.encode(audio.to(dtype), skip_bottleneck=True)
+                if isinstance(autoencoder.bottleneck, VAEBottleneck):
+                    latent = latent.chunk(2, dim=1)[0]
+                elif autoencoder.bottleneck is not None:
+                    latent = autoencoder.bottleneck.encode(latent)
+                latent = latent.float() / pretransform.scale
+            used = min(frames, latent.shape[-1])
+            latents[i, :, :used] = latent[0, :, :used]
+        keep = torch.stack(
+            [keep_mask(r, self.info.sample_rate, ratio, frames) for r in requests]
+        ).to(self.device)
+        return _Source(latents.to(self.dtype), keep.to(self.dtype), requests[0].init_noise_level)
+
     def sample(
         self,
         requests: Sequence[EngineRequest],
         sampling: SamplingParams,
         progress: ProgressCallback | None,
     ) -> Any:
-        """Denoise a batch; the latents of the whole window, one row per request."""
+        """Denoise a batch; the latents of the whole window, one row per request.
+
+        With source audio, sampling starts from the source noised to the request's noise level
+        (a variation), and frames outside inpainting regions follow the noised source at every
+        step, ending on it exactly.
+        """
         noise, item_noise = self._initial_noise(requests)
         cond = self.conditioning(requests)
+        source = self.encode_sources(requests)
         # CFG runs as one doubled batch (conditioned and unconditioned rows together).
         extra = {**cond, "cfg_scale": sampling.cfg_scale, "batch_cfg": True, "rescale_cfg": True}
         total = sampling.steps
@@ -267,8 +319,12 @@ class StableAudioEngine:
                 progress(min(int(info["i"]) + 1, total), total)
 
         if self.info.objective in RF_OBJECTIVES:
-            return self._sample_rf(noise, item_noise, sampling, extra, on_step)
-        return self._sample_v(noise, item_noise, sampling, extra, on_step)
+            latents = self._sample_rf(noise, item_noise, sampling, extra, on_step, source)
+        else:
+            latents = self._sample_v(noise, item_noise, sampling, extra, on_step, source)
+        if source is not None:  # the kept frames end exactly on the source
+            latents = latents * (1 - source.keep) + source.latents * source.keep
+        return latents
 
     def _sample_v(
         self,
@@ -277,21 +333,27 @@ class StableAudioEngine:
         sampling: SamplingParams,
         extra: dict[str, Any],
         on_step: Callable[[dict[str, Any]], None],
+        source: _Source | None = None,
     ) -> Any:
         import k_diffusion as K
         import torch
 
-        denoiser = K.external.VDenoiser(self.model.model)
+        denoiser: Any = K.external.VDenoiser(self.model.model)
         # The schedule stays on the CPU: the samplers' scalar arithmetic and their
         # `sigma == 0` tests then never wait for the device.
         schedule = dict(sampling.sampler_kwargs)
-        sigmas = K.sampling.get_sigmas_polyexponential(
-            sampling.steps,
-            float(schedule.get("sigma_min", SIGMA_MIN)),
-            float(schedule.get("sigma_max", SIGMA_MAX)),
-            1.0,
-        )
+        sigma_min = float(schedule.get("sigma_min", SIGMA_MIN))
+        sigma_max = float(schedule.get("sigma_max", SIGMA_MAX))
+        if source is not None:
+            # A variation starts part-way down the schedule; the floor stays below the start.
+            sigma_max = v_sigma(source.level, sigma_max)
+            sigma_min = min(sigma_min, sigma_max / 2)
+            if source.inpainting:
+                denoiser = _KeepKnownV(denoiser, source.latents, source.keep, noise)
+        sigmas = K.sampling.get_sigmas_polyexponential(sampling.steps, sigma_min, sigma_max, 1.0)
         x = noise * sigmas[0]
+        if source is not None:  # k-diffusion's variance-exploding form: data + sigma * noise
+            x = x + source.latents
         kwargs: dict[str, Any] = {"extra_args": extra, "callback": on_step, "disable": True}
         name = sampling.sampler
         if len(sigmas) == 2 and name in ("dpmpp-3m-sde", "dpmpp-2m-sde"):
@@ -321,15 +383,23 @@ class StableAudioEngine:
         sampling: SamplingParams,
         extra: dict[str, Any],
         on_step: Callable[[dict[str, Any]], None],
+        source: _Source | None = None,
     ) -> Any:
         import torch
         from stable_audio_tools.inference import sampling as sat
 
-        # The schedule of stable-audio-tools' sample_rf with sigma_max = 1.
-        logsnr = torch.linspace(-6, 2, sampling.steps + 1)
+        # The schedule of stable-audio-tools' sample_rf (sigma_max = the noise level: 1 for
+        # text-to-audio and inpainting, lower for a variation).
+        start = 1.0 if source is None else min(1.0, max(1e-3, source.level))
+        logsnr_max = math.log((1 - start) / start + 1e-6) if start < 1 else -6.0
+        logsnr = torch.linspace(logsnr_max, 2, sampling.steps + 1)
         t = torch.sigmoid(-logsnr)
-        t[0], t[-1] = 1.0, 0.0
-        model_fn = self.model.model
+        t[0], t[-1] = start, 0.0
+        model_fn: Any = self.model.model
+        if source is not None:
+            if source.inpainting:
+                model_fn = _KeepKnownRF(model_fn, source.latents, source.keep, noise)
+            noise = source.latents * (1 - start) + noise * start
         if sampling.sampler == "euler":
             return sat.sample_discrete_euler(
                 model_fn, noise, sigmas=t, callback=on_step, disable_tqdm=True, **extra
@@ -382,6 +452,52 @@ class StableAudioEngine:
                 "try STABLE_AUDIO_DTYPE=float32"
             )
         return result
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A batch's source audio in the latent space, and what of it to keep."""
+
+    latents: Any  # (batch, channels, frames)
+    keep: Any  # (batch, 1, frames): 1 = follows the source
+    level: float  # where sampling starts: 1 = pure noise
+
+    @property
+    def inpainting(self) -> bool:
+        return bool(self.keep.any())
+
+
+class _KeepKnownV:
+    """A k-diffusion denoiser whose kept frames are the source noised to the current sigma.
+
+    The frames the model sees there are ``source + sigma * noise`` (the trajectory the
+    initial noise would take towards the source), and its estimate there is the source, so
+    every sampler moves those frames along that trajectory and the new frames are denoised in
+    their context.
+    """
+
+    def __init__(self, inner: Any, source: Any, keep: Any, noise: Any) -> None:
+        self.inner, self.source, self.keep, self.noise = inner, source, keep, noise
+
+    def __call__(self, x: Any, sigma: Any, **kwargs: Any) -> Any:
+        s = sigma.to(x.dtype).view(-1, 1, 1)
+        x = x * (1 - self.keep) + (self.source + s * self.noise) * self.keep
+        denoised = self.inner(x, sigma, **kwargs)
+        return denoised * (1 - self.keep) + self.source * self.keep
+
+
+class _KeepKnownRF:
+    """The rectified-flow form: x_t = (1 - t) source + t noise, velocity noise - source."""
+
+    def __init__(self, inner: Any, source: Any, keep: Any, noise: Any) -> None:
+        self.inner, self.source, self.keep, self.noise = inner, source, keep, noise
+
+    def __call__(self, x: Any, t: Any, **kwargs: Any) -> Any:
+        tt = t.to(x.dtype).view(-1, 1, 1)
+        known = (1 - tt) * self.source + tt * self.noise
+        x = x * (1 - self.keep) + known * self.keep
+        velocity = self.inner(x, t, **kwargs)
+        return velocity * (1 - self.keep) + (self.noise - self.source) * self.keep
 
 
 def read_info(path: Path, name: str, metadata: dict[str, Any]) -> ModelInfo:
