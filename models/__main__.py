@@ -1,7 +1,8 @@
 """``python -m models import SOURCE [--name NAME]``: one self-contained store entry per model.
 
 SOURCE is a Hugging Face repo id (``stabilityai/stable-audio-open-1.0``; gated repos need
-``HF_TOKEN``), a local directory with the same layout, or ``demo`` (built offline).
+``HF_TOKEN``), a local directory with the same layout, ``demo`` or ``demo-sa3`` (Stable Audio
+Open and Stable Audio 3 demos, built offline).
 """
 
 from __future__ import annotations
@@ -9,14 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from models import DEMO_RECIPE
+from models import DEMO_RECIPE, DEMO_SA3_RECIPE
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     imp = sub.add_parser("import", help="import a model into the BentoML model store")
-    imp.add_argument("source", help="hub repo id, local directory, or 'demo'")
+    imp.add_argument("source", help="hub repo id, local directory, 'demo' or 'demo-sa3'")
     imp.add_argument("--name", help="store name (default: from the source)")
     sub.add_parser("list", help="list the Stable Audio models in the store")
     args = parser.parse_args(argv)
@@ -24,7 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     from stable_audio_bento.errors import StableAudioError
 
     try:
-        if args.command == "import":
+        if args.command == "import" and args.source == "demo-sa3":
+            from stable_audio_bento.demo_sa3 import import_demo_sa3
+
+            print(import_demo_sa3(DEMO_SA3_RECIPE, args.name))
+        elif args.command == "import":
             if args.source == "demo":
                 # The demo never touches the hub: set up the offline cache before any import.
                 from stable_audio_bento.hub_cache import prepare_offline_hub

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
 from ..errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -42,3 +49,23 @@ def set_threads(threads: int) -> None:
 
     if threads > 0:
         torch.set_num_threads(threads)
+
+
+def first_finite(
+    name: str,
+    candidates: Sequence[str],
+    make: Callable[[str, bool], T],
+    proves: Callable[[T, str], bool],
+) -> T:
+    """The first precision whose engine passes its check, best first (``dtype_candidates``).
+
+    ``make(dtype, fresh)`` builds the engine in ``dtype`` (``fresh``: after a failed check, from
+    the stored weights again); ``proves(engine, dtype)`` says whether it gives finite audio
+    (float32 needs no proof unless something else, compilation, must be warmed up).
+    """
+    for i, candidate in enumerate(candidates):
+        engine = make(candidate, i > 0)
+        if proves(engine, candidate):
+            return engine
+        log.warning("%s gives non-finite audio in %s; trying the next precision", name, candidate)
+    raise ModelLoadError(f"{name}: no precision gives finite audio ({', '.join(candidates)})")

@@ -1,0 +1,477 @@
+"""The Stable Audio 3 backend on diffusers' components, with our own sampling loop.
+
+A store entry is a directory in ``StableAudio3Pipeline.save_pretrained``'s layout
+(``transformer/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``duration_embedder/``,
+``scheduler/``). The components come from diffusers (``StableAudio3DiTModel``,
+``AutoencoderSAME``, ``StableAudio3DurationEmbedder``) and transformers
+(``T5GemmaEncoderModel``); the loop and the decode are ours:
+
+- each request has its own prompt, negative prompt, length and seed; a batch shares steps, cfg
+  and sampler, and its latent length (``ModelInfo.batch_key``: the latent is as long as the
+  request, plus its padding);
+- the initial noise and every ping-pong re-noise come from the request's own seed
+  (``noise.py``): a request gets the same audio alone or in any batch. On the CPU the streams
+  are exactly those of diffusers' pipeline given one CPU generator per item;
+- the schedule is SA3's (log-SNR from -6.2 to 2, warped to flow-matching sigmas), the DiT sees
+  the sigma as its timestep, and ping-pong, Euler and DPM-Solver++ step from it;
+- CFG (any cfg_scale but 1) runs one doubled batch against each request's negative prompt (or
+  the model's default, or the empty prompt);
+- the SAME decode is exact and linear in the length (``sa3_decode.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..audio import FloatAudio, peak_normalize
+from ..errors import GenerationError, ModelLoadError
+from . import sa3_decode
+from .contract import TEXT_TO_AUDIO, EngineRequest, EngineStats, ProgressCallback, SamplingParams
+from .info import OBJECTIVE_DEFAULTS, SA3_BACKEND, ModelInfo
+from .noise import ItemNoise, initial_noise
+from .precision import dtype_candidates, first_finite, pick_device, set_threads
+
+log = logging.getLogger(__name__)
+
+# SA3's noise schedule (diffusers' pipeline and the reference): log-SNR bounds.
+LOGSNR_MIN, LOGSNR_MAX = -6.2, 2.0
+# The reference's text length: prompts are padded to it (the DiT attends to the padding too).
+MAX_TEXT_TOKENS = 256
+DEFAULT_MAX_SECONDS = 120.0
+CHECK_STEPS = 2
+CHECK_SECONDS = 1.0
+OPTIONS = frozenset({"negative_prompt", "duration_padding"})
+
+
+def _config(path: Path, component: str, filename: str = "config.json") -> dict[str, Any]:
+    file = path / component / filename
+    if not file.is_file():
+        raise ModelLoadError(f"{path.name}: {component}/{filename} is missing")
+    data: dict[str, Any] = json.loads(file.read_text())
+    return data
+
+
+def read_info(path: Path, name: str, metadata: dict[str, Any]) -> ModelInfo:
+    """The model's description from its component configs and store metadata, weights unread.
+
+    Distilled models (their scheduler samples stochastically: ping-pong) default to 8 steps,
+    cfg 1 and no negative prompt; base models to real CFG. Store metadata overrides both.
+    """
+    vae = _config(path, "vae")
+    scheduler = _config(path, "scheduler", "scheduler_config.json")
+    distilled = bool(metadata.get("distilled", scheduler.get("stochastic_sampling", True)))
+    objective = "rf_denoiser" if distilled else "rectified_flow"
+    defaults = OBJECTIVE_DEFAULTS[objective]
+    sample_rate = int(vae.get("sampling_rate", 44100))
+    ratio = int(vae.get("patch_size", 256)) * math.prod(vae.get("encoder_strides", [16]))
+    max_seconds = float(metadata.get("max_seconds", DEFAULT_MAX_SECONDS))
+    negative = metadata.get("negative_prompt")
+    return ModelInfo(
+        name=name,
+        backend=SA3_BACKEND,
+        sample_rate=sample_rate,
+        channels=int(vae.get("audio_channels", 2)),
+        sample_size=round(max_seconds * sample_rate),
+        latent_downsampling=ratio,
+        objective=objective,
+        default_steps=int(metadata.get("steps", defaults["steps"])),
+        default_cfg_scale=float(metadata.get("cfg_scale", defaults["cfg_scale"])),
+        default_sampler=str(metadata.get("sampler", defaults["sampler"])),
+        default_negative_prompt=str(negative) if negative else None,
+        conditioning_ids=("prompt", "seconds_total"),
+        fixed_window=False,
+        max_seconds_override=max_seconds,
+        modes=(TEXT_TO_AUDIO,),
+        options=OPTIONS,
+    )
+
+
+def schedule(steps: int, sigma_max: float = 1.0) -> list[float]:
+    """``steps + 1`` sigmas from ``sigma_max`` down to 0: uniform in SA3's log-SNR range.
+
+    Computed in float32 as the reference does. The first is exactly ``sigma_max`` (the noise
+    level the start was mixed at), the last exactly 0. ``sigma_max`` < 1 starts part-way (a
+    variation of source audio).
+    """
+    import torch
+
+    t = torch.linspace(sigma_max, 0.0, steps + 1)
+    sigmas: list[float] = torch.sigmoid(-(LOGSNR_MAX - t * (LOGSNR_MAX - LOGSNR_MIN))).tolist()
+    sigmas[0], sigmas[-1] = sigma_max, 0.0
+    return sigmas
+
+
+@dataclass
+class Components:
+    """The diffusers / transformers modules of one SA3 model."""
+
+    transformer: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    duration_embedder: Any
+
+    def modules(self) -> list[Any]:
+        return [self.transformer, self.vae, self.text_encoder, self.duration_embedder]
+
+    @classmethod
+    def read(cls, path: Path, dtype: Any) -> Components:
+        """Every component from the entry's files in ``dtype`` on the CPU, never the network."""
+        from diffusers import AutoencoderSAME, StableAudio3DiTModel, StableAudio3DurationEmbedder
+        from transformers import AutoTokenizer, T5GemmaEncoderModel
+
+        def load(kind: Any, sub: str) -> Any:
+            module = kind.from_pretrained(path / sub, local_files_only=True, torch_dtype=dtype)
+            return module.eval().requires_grad_(False)
+
+        return cls(
+            transformer=load(StableAudio3DiTModel, "transformer"),
+            vae=load(AutoencoderSAME, "vae"),
+            text_encoder=load(T5GemmaEncoderModel, "text_encoder"),
+            tokenizer=AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True),
+            duration_embedder=load(StableAudio3DurationEmbedder, "duration_embedder"),
+        )
+
+    def to(self, device: str) -> Components:
+        for module in self.modules():
+            module.to(device)
+        return self
+
+
+@dataclass
+class Conditioning:
+    """The DiT's inputs for a batch: context tokens (text + duration), mask, global vector.
+
+    With CFG every tensor holds the negative rows first, then the positive ones.
+    """
+
+    context: Any
+    mask: Any
+    global_embed: Any
+    cfg: bool
+
+
+class SA3Engine:
+    """One Stable Audio 3 model on one device."""
+
+    _load_lock = threading.Lock()
+
+    def __init__(self, parts: Components, info: ModelInfo, device: str, dtype: Any) -> None:
+        self.parts: Components | None = parts
+        self.info = info
+        self.device = device
+        self.dtype = dtype
+        self.stats = EngineStats()
+        self._run_lock = threading.Lock()
+
+    # ----------------------------------------------------------------- loading
+    @classmethod
+    def load(
+        cls,
+        path: Path,
+        name: str,
+        metadata: dict[str, Any] | None = None,
+        device: str = "auto",
+        half: bool = True,
+        dtype: str = "auto",
+        compile: bool = False,
+        check: bool = True,
+        threads: int = 0,
+    ) -> SA3Engine:
+        """Load an entry; half precision is proven by a short generation, as for SAO models
+        (float16 -> bfloat16 -> float32 from the stored weights until the audio is finite).
+        ``compile`` compiles the DiT, warmed up by that same generation."""
+        import torch
+
+        meta = metadata or {}
+        info = read_info(path, name, meta)
+        resolved = pick_device(device)
+        set_threads(threads)
+        candidates = dtype_candidates(resolved, half, dtype, meta.get("dtype"))
+        started = time.perf_counter()
+
+        def make(candidate: str, fresh: bool) -> SA3Engine:
+            # Read in the candidate precision (a failed check reads the stored weights again):
+            # only that precision's bytes cross to the device.
+            precision = getattr(torch, candidate)
+            with cls._load_lock:
+                try:
+                    parts = Components.read(path, precision)
+                except (OSError, ValueError) as e:
+                    raise ModelLoadError(f"{name}: could not load the model: {e}") from e
+            if compile:
+                parts.transformer.compile(dynamic=True)
+            return cls(parts.to(resolved), info, resolved, precision)
+
+        def proves(engine: SA3Engine, candidate: str) -> bool:
+            if not check or (candidate == "float32" and not compile):
+                return True
+            return engine.check_finite()
+
+        engine = first_finite(name, candidates, make, proves)
+        engine.stats = EngineStats()  # the check is not a request
+        log.info(
+            "loaded %s on %s (%s%s) in %.1f s",
+            name,
+            resolved,
+            engine.dtype_name,
+            ", compiled" if compile else "",
+            time.perf_counter() - started,
+        )
+        return engine
+
+    def check_finite(self) -> bool:
+        """Generate a short request; False if its audio is not finite (half precision overflow)."""
+        request = EngineRequest(prompt="precision check", seed=0, seconds_total=CHECK_SECONDS)
+        try:
+            self.generate([request], self.info.sampling(steps=CHECK_STEPS))
+        except GenerationError:
+            return False
+        return True
+
+    def unload(self) -> None:
+        import torch
+
+        with self._run_lock:
+            self.parts = None
+            if self.device == "cuda":
+                torch.cuda.empty_cache()
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+    def nbytes(self) -> int:
+        if self.parts is None:
+            return 0
+        tensors = [t for m in self.parts.modules() for t in (*m.parameters(), *m.buffers())]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def _parts(self) -> Components:
+        if self.parts is None:
+            raise GenerationError(f"{self.info.name} was unloaded")
+        return self.parts
+
+    # -------------------------------------------------------------- generation
+    def generate(
+        self,
+        requests: Sequence[EngineRequest],
+        sampling: SamplingParams,
+        progress: ProgressCallback | None = None,
+    ) -> list[FloatAudio]:
+        """One diffusion batch; float32 (channels, samples) per request, peak-normalised."""
+        if not requests:
+            return []
+        for request in requests:
+            self.info.check_request(request)
+        if len({self.info.batch_key(r) for r in requests}) > 1:
+            raise GenerationError("one batch must share its latent length (ModelInfo.batch_key)")
+        import torch
+
+        started = time.perf_counter()
+        with self._run_lock, torch.inference_mode():
+            self._parts()
+            latents = self.sample(requests, sampling, progress)
+            outputs = [
+                peak_normalize(self.decode(latents[i : i + 1], r)) for i, r in enumerate(requests)
+            ]
+        self.stats.record(len(requests), time.perf_counter() - started)
+        return outputs
+
+    def _encode_text(self, prompts: list[str]) -> tuple[Any, Any]:
+        parts = self._parts()
+        tokenizer = parts.tokenizer
+        length = min(int(getattr(tokenizer, "model_max_length", MAX_TEXT_TOKENS)), MAX_TEXT_TOKENS)
+        tokens = tokenizer(
+            prompts, padding="max_length", max_length=length, truncation=True, return_tensors="pt"
+        )
+        ids = tokens.input_ids.to(self.device)
+        mask = tokens.attention_mask.to(self.device)
+        return parts.text_encoder(ids, attention_mask=mask)[0], mask
+
+    def conditioning(self, requests: Sequence[EngineRequest], cfg: bool) -> Conditioning:
+        """Text (T5Gemma) and duration embeddings; the duration is also the last context token.
+
+        The duration is the length kept (``seconds_total``), not the padded length denoised.
+        """
+        import torch
+
+        prompts = [r.prompt for r in requests]
+        if cfg:
+            default = self.info.default_negative_prompt or ""
+            negatives = [
+                default if r.negative_prompt is None else r.negative_prompt for r in requests
+            ]
+            prompts = negatives + prompts
+        embeds, mask = self._encode_text(prompts)
+        seconds = torch.tensor(
+            [float(r.seconds_total) for r in requests], dtype=torch.float32, device=self.device
+        )
+        global_embed = self._parts().duration_embedder(seconds)
+        if cfg:
+            global_embed = torch.cat([global_embed, global_embed])
+        context = torch.cat([embeds, global_embed[:, None].to(embeds.dtype)], dim=1)
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        return Conditioning(context, mask, global_embed, cfg)
+
+    def velocity(self, x: Any, sigma: float, cond: Conditioning, cfg_scale: float) -> Any:
+        """The DiT's velocity at noise level ``sigma`` (guided when the batch uses CFG)."""
+        import torch
+
+        model_in = torch.cat([x, x]) if cond.cfg else x
+        timestep = torch.full((model_in.shape[0],), sigma, dtype=torch.float32, device=x.device)
+        v = (
+            self._parts()
+            .transformer(
+                model_in.to(self.dtype),
+                timestep,
+                encoder_hidden_states=cond.context,
+                global_hidden_states=cond.global_embed,
+                encoder_attention_mask=cond.mask,
+                return_dict=False,
+            )[0]
+            .float()
+        )
+        if cond.cfg:
+            uncond, text = v.chunk(2)
+            v = uncond + cfg_scale * (text - uncond)
+        return v
+
+    def sample(
+        self,
+        requests: Sequence[EngineRequest],
+        sampling: SamplingParams,
+        progress: ProgressCallback | None = None,
+        start: Any = None,
+        sigma_max: float = 1.0,
+    ) -> Any:
+        """Denoise a batch; float32 latents (batch, latent_dim, frames).
+
+        ``start`` (optional, batch x latent_dim x frames) is where sampling begins instead of
+        pure noise, mixed as ``(1 - sigma_max) * start + sigma_max * noise`` (audio-to-audio).
+        """
+        parts = self._parts()
+        frames = self.info.latent_frames(requests[0])
+        shape = (int(parts.transformer.config.io_channels), frames)
+        seeds = [r.seed for r in requests]
+        x = initial_noise(seeds, shape, self.device, _float32())
+        if start is not None:
+            x = (1 - sigma_max) * start.float() + sigma_max * x
+        cond = self.conditioning(requests, cfg=sampling.cfg_scale != 1)
+        sigmas = schedule(sampling.steps, sigma_max)
+        return self.denoise(
+            x, sigmas, cond, sampling, ItemNoise(seeds, shape, self.device), progress
+        )
+
+    def denoise(
+        self,
+        x: Any,
+        sigmas: Sequence[float],
+        cond: Conditioning,
+        sampling: SamplingParams,
+        item_noise: ItemNoise,
+        progress: ProgressCallback | None = None,
+        on_denoised: Callable[[Any, int], Any] | None = None,
+    ) -> Any:
+        """The sampling loop from ``x`` at ``sigmas[0]`` to 0.
+
+        ``on_denoised(x0, i)`` may replace each step's clean estimate (an inpainting mask keeps
+        the known frames there).
+        """
+        total = len(sigmas) - 1
+        fresh = item_noise.like(x)
+        previous: Any = None
+        for i in range(total):
+            sigma, following = sigmas[i], sigmas[i + 1]
+            v = self.velocity(x, sigma, cond, sampling.cfg_scale)
+            denoised = x - sigma * v
+            if on_denoised is not None:
+                denoised = on_denoised(denoised, i)
+                v = (x - denoised) / sigma
+            if sampling.sampler == "pingpong":
+                # Back to the next noise level with fresh noise from each request's stream
+                # (none is needed, so none is drawn, on the last step).
+                x = denoised if following == 0 else (1 - following) * denoised + following * fresh()
+            elif sampling.sampler == "euler":
+                x = x + (following - sigma) * v
+            else:  # dpmpp: DPM-Solver++(2M) in the flow's log-SNR
+                x = _dpmpp_step(x, denoised, previous, sigmas, i)
+                previous = denoised
+            if progress is not None:
+                progress(i + 1, total)
+        return x
+
+    def decode(self, latent: Any, request: EngineRequest) -> FloatAudio:
+        """One item's audio: exactly ``seconds_total`` long, float32 on the host."""
+        parts = self._parts()
+        count = round(request.seconds_total * self.info.sample_rate)
+        audio = sa3_decode.decode(parts.vae, latent.to(self.dtype), samples=count)
+        result: FloatAudio = audio[0].cpu().float().numpy()
+        if result.shape[-1] != count:
+            raise GenerationError(
+                f"{self.info.name} returned {result.shape[-1]} samples, expected {count}"
+            )
+        if not np.isfinite(result).all():
+            raise GenerationError(
+                f"{self.info.name} produced non-finite samples ({self.dtype_name}); "
+                "try STABLE_AUDIO_DTYPE=float32"
+            )
+        return result
+
+
+def _float32() -> Any:
+    import torch
+
+    return torch.float32
+
+
+def _dpmpp_step(x: Any, denoised: Any, previous: Any, sigmas: Sequence[float], i: int) -> Any:
+    """One DPM-Solver++(2M) step of a flow (x = (1 - t) x0 + t noise), as stable-audio-tools'."""
+    t, following = sigmas[i], sigmas[i + 1]
+    if following == 0:
+        return denoised
+
+    def lam(s: float) -> float:  # log-SNR; +inf at s = 0, -inf at s = 1
+        return math.log((1 - s) / s) if 0 < s < 1 else (math.inf if s <= 0 else -math.inf)
+
+    h = lam(following) - lam(t)
+    factor = -math.expm1(-h)  # 1 - e^-h, 1 when h is infinite (from pure noise)
+    if previous is not None and math.isfinite(h):
+        r = (lam(t) - lam(sigmas[i - 1])) / h
+        if math.isfinite(r) and r > 0:
+            denoised = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * previous
+    return (following / t) * x + (1 - following) * factor * denoised
+
+
+def load(
+    path: Path,
+    name: str,
+    metadata: dict[str, Any],
+    *,
+    device: str,
+    half: bool,
+    dtype: str,
+    compile: bool,
+    threads: int,
+) -> SA3Engine:
+    """The backend's loader (``engine.load_engine``)."""
+    return SA3Engine.load(
+        path,
+        name,
+        metadata,
+        device=device,
+        half=half,
+        dtype=dtype,
+        compile=compile,
+        threads=threads,
+    )
