@@ -12,6 +12,9 @@ FloatAudio = npt.NDArray[np.float32]
 DEFAULT_PEAK = 0.98
 MIN_SPEED = 0.25
 MAX_SPEED = 4.0
+# Below this many samples Rubber Band has nothing to work with (and pedalboard cannot tell
+# channels from samples in a (2, 2) array).
+MIN_STRETCH_SAMPLES = 256
 
 
 def _peak(audio: FloatAudio) -> float:
@@ -41,8 +44,10 @@ def peak_normalize(audio: FloatAudio, peak: float = DEFAULT_PEAK) -> FloatAudio:
 def time_stretch(audio: FloatAudio, sample_rate: int, speed: float) -> FloatAudio:
     """Play ``audio`` ``speed`` times faster without changing its pitch (Rubber Band).
 
-    The result has exactly ``round(samples / speed)`` samples and never peaks above the input
-    (nor above full scale). Speed 1.0 returns ``audio`` itself, unprocessed.
+    The result has exactly ``max(1, round(samples / speed))`` samples (never none: every
+    format needs one) and never peaks above the input (nor above full scale). Speed 1.0
+    returns ``audio`` itself, unprocessed. Clips shorter than ``MIN_STRETCH_SAMPLES`` (a few
+    milliseconds: nothing has a pitch there) are resampled linearly instead.
     """
     if not MIN_SPEED <= speed <= MAX_SPEED:
         raise InvalidRequestError(
@@ -52,9 +57,11 @@ def time_stretch(audio: FloatAudio, sample_rate: int, speed: float) -> FloatAudi
         return audio
     from pedalboard import time_stretch as rubberband_stretch
 
-    length = round(audio.shape[-1] / speed)
-    if length == 0 or audio.shape[-1] == 0:
-        return np.zeros((*audio.shape[:-1], length), dtype=np.float32)
+    if audio.shape[-1] == 0:
+        return np.zeros(audio.shape, dtype=np.float32)
+    length = max(1, round(audio.shape[-1] / speed))
+    if audio.shape[-1] < MIN_STRETCH_SAMPLES:
+        return _interpolate(audio, length)
     stretched: FloatAudio = rubberband_stretch(
         np.ascontiguousarray(audio, dtype=np.float32), float(sample_rate), stretch_factor=speed
     )
@@ -71,6 +78,15 @@ def time_stretch(audio: FloatAudio, sample_rate: int, speed: float) -> FloatAudi
     if overshoot > ceiling:
         stretched = _scale(stretched, ceiling / overshoot)
     return np.ascontiguousarray(stretched, dtype=np.float32)
+
+
+def _interpolate(audio: FloatAudio, length: int) -> FloatAudio:
+    """``audio`` linearly resampled to ``length`` samples per channel (no new peaks)."""
+    source = np.linspace(0.0, 1.0, audio.shape[-1]) if audio.shape[-1] > 1 else np.zeros(1)
+    target = np.linspace(0.0, 1.0, length) if length > 1 else np.zeros(1)
+    flat = audio.reshape(-1, audio.shape[-1])
+    out = np.stack([np.interp(target, source, channel) for channel in flat])
+    return np.ascontiguousarray(out.reshape(*audio.shape[:-1], length), dtype=np.float32)
 
 
 def trim(

@@ -58,11 +58,21 @@ def _encode_soundfile(audio: FloatAudio, sample_rate: int, *, container: str) ->
 
 
 def _encode_av(
-    audio: FloatAudio, sample_rate: int, *, container: str, codec: str, bit_rate: int
+    audio: FloatAudio,
+    sample_rate: int,
+    *,
+    container: str,
+    codec: str,
+    bit_rate: int,
+    min_samples: int = 0,
 ) -> bytes:
     import av
     import numpy as np
 
+    if audio.shape[1] < min_samples:
+        # Silence up to a few codec frames: ADTS decoders pad to a frame anyway, and FFmpeg's
+        # probe does not recognise a stream of fewer frames (players then refuse the file).
+        audio = np.pad(audio, [(0, 0), (0, min_samples - audio.shape[1])])
     layout = _LAYOUTS[audio.shape[0]]
     buffer = io.BytesIO()
     # bitexact: Ogg otherwise picks a random stream serial and tags carry the FFmpeg version,
@@ -109,7 +119,8 @@ def _resample(audio: FloatAudio, from_rate: int, to_rate: int) -> FloatAudio:
     import numpy as np
     import soxr
 
-    resampled = soxr.resample(audio.T, from_rate, to_rate, quality="HQ")
+    # soxr wants C-contiguous (samples, channels); a transposed view of one sample is not.
+    resampled = soxr.resample(audio.T.copy(order="C"), from_rate, to_rate, quality="HQ")
     # The band-limited filter rings slightly past full scale next to peaks; keep the encoder's
     # input contract of [-1, 1].
     return np.clip(np.ascontiguousarray(resampled.T, dtype=np.float32), -1.0, 1.0)
@@ -159,7 +170,9 @@ FORMATS: dict[str, AudioFormat] = {
         ),
         AudioFormat(
             "aac", "audio/aac", "aac", "AAC-LC in an ADTS stream, 192 kbit/s",
-            partial(_encode_av, container="adts", codec="aac", bit_rate=192_000),
+            partial(
+                _encode_av, container="adts", codec="aac", bit_rate=192_000, min_samples=4096
+            ),
             max_peak=LOSSY_PEAK,
         ),
         AudioFormat(

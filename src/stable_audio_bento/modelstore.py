@@ -101,7 +101,18 @@ class ModelCatalog:
         return [k for k, e in self._names.items() if e is entry and k not in own]
 
     def resolve(self, model: str) -> ModelEntry:
-        entry = self._names.get(model.strip().lower())
+        """The entry ``model`` names: a name, ``name:version``, an alias, a repo id.
+
+        ``NAME:latest`` is NAME (the store keeps the newest version of each model), and
+        ``ALIAS:VERSION`` is the aliased entry when VERSION is its version, as BentoML tags go.
+        """
+        key = model.strip().lower()
+        entry = self._names.get(key)
+        if entry is None and ":" in key:
+            name, _, version = key.rpartition(":")
+            found = self._names.get(name)
+            if found is not None and version in ("latest", found.version.lower()):
+                entry = found
         if entry is None:
             raise ModelNotFoundError(model)
         return entry
