@@ -25,9 +25,11 @@ from bentoml.validators import ContentType  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
 from stable_audio_bento.auth import ApiKeyMiddleware  # noqa: E402
+from stable_audio_bento.concurrency import ConcurrencyLimit  # noqa: E402
 from stable_audio_bento.errors import StableAudioError  # noqa: E402
 from stable_audio_bento.http import audio_response, create_app, map_error  # noqa: E402
 from stable_audio_bento.lifecycle import exit_when_orphaned, requeue_on_sigterm  # noqa: E402
+from stable_audio_bento.request_guard import RequestGuard  # noqa: E402
 from stable_audio_bento.schemas import AudioGenerateRequest  # noqa: E402
 from stable_audio_bento.settings import Settings  # noqa: E402
 
@@ -52,7 +54,9 @@ class ApiError(BentoMLException):
 @bentoml.service(
     name="stable-audio",
     resources={"gpu": 1},
-    traffic={"timeout": 3600, "max_concurrency": 256},
+    # No BentoML max_concurrency: its 429 is plain text without Retry-After, from outside our
+    # middlewares; ConcurrencyLimit (STABLE_AUDIO_MAX_CONCURRENCY) answers in our shape.
+    traffic={"timeout": 3600},
     # Sync APIs and routes run in this pool: status and health stay responsive during
     # generation, and concurrent requests reach the coalescer together.
     threads=32,
@@ -101,4 +105,16 @@ class StableAudio:
         return result  # type: ignore[return-value]
 
 
-StableAudio.add_asgi_middleware(ApiKeyMiddleware, keys=settings.api_keys)
+# Outermost first: the in-flight bound, the key (who is calling), then the body bounds.
+StableAudio.add_asgi_middleware(
+    ConcurrencyLimit, limit=settings.max_concurrency, retry_after=settings.job_retry_after
+)
+StableAudio.add_asgi_middleware(
+    ApiKeyMiddleware, keys=settings.api_keys, admin_keys=settings.admin_api_keys
+)
+StableAudio.add_asgi_middleware(
+    RequestGuard,
+    max_body_bytes=settings.max_body_kb * 1024,
+    max_upload_bytes=int((settings.max_upload_mb + 1) * 2**20),
+    max_prompt_chars=settings.max_prompt_chars,
+)

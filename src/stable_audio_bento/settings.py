@@ -141,6 +141,36 @@ class Settings(BaseSettings):
         "status_url and download_url are built on it. Unset: the URL of each request.",
     )
 
+    # Hardening: who sees which job, and bounds on what one request may cost
+    admin_api_keys: CommaList = Field(
+        default_factory=list,
+        description="API keys that see (and may cancel) every job; other keys see only the "
+        "jobs they created. They are valid keys too (no need to repeat them in api_keys).",
+    )
+    max_body_kb: int = Field(
+        default=64,
+        ge=1,
+        description="Largest JSON request body, KiB (413 past it, before it is parsed). "
+        "Multipart uploads are bounded by max_upload_mb (plus 1 MiB of form fields).",
+    )
+    max_prompt_chars: int = Field(
+        default=2000,
+        ge=1,
+        description="Longest prompt or negative prompt, characters (422 past it). The text "
+        "encoders read a few hundred tokens at most (open-1.0's T5: 128) and drop the rest.",
+    )
+    max_concurrency: int = Field(
+        default=256,
+        ge=1,
+        description="HTTP requests one server process handles at once; past it a 429 with "
+        "Retry-After (probes, metrics and docs are never refused).",
+    )
+
+    @field_validator("admin_api_keys", mode="before")
+    @classmethod
+    def _admin_keys(cls, value: object) -> object:
+        return _split_commas(value)
+
     @field_validator("preload_models", "api_keys", mode="before")
     @classmethod
     def _comma_lists(cls, value: object) -> object:
@@ -204,7 +234,7 @@ class Settings(BaseSettings):
 
     @property
     def auth_enabled(self) -> bool:
-        return bool(self.api_keys)
+        return bool(self.api_keys or self.admin_api_keys)
 
     @property
     def coalescing_enabled(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from stable_audio_bento.errors import (
     QueueFullError,
     StableAudioError,
     StorageError,
+    UploadTooLargeError,
 )
 from stable_audio_bento.http import map_error
 from stable_audio_bento.runtime import JobCanceled
@@ -56,6 +58,7 @@ CASES: list[tuple[StableAudioError, int, str, str | None]] = [
         None,
     ),
     (ModelLoadError("demo: could not load the model"), 503, "ServiceUnavailableError", "model"),
+    (UploadTooLargeError("audio is larger than 50 MiB", "audio"), 413, "BadRequestError", "audio"),
     (StorageError("upload failed"), 502, "InternalServerError", None),
     (ImportSourceError("no such repo"), 500, "InternalServerError", None),
     (JobCanceled("canceled while running"), 500, "InternalServerError", None),
@@ -76,7 +79,17 @@ def test_map_error(error: StableAudioError, status: int, type_: str, param: str 
     assert response.status_code == status
     assert response.media_type == "application/json"
     body = body_of(response)
-    assert body == {"error": {"message": str(error), "type": type_, "param": param, "code": status}}
+    message = body["error"]["message"]
+    if not error.public:
+        # Not written for clients (it may name paths or hosts): an error id, the rest logged.
+        assert re.fullmatch(
+            r"The request failed on the server \(error id [0-9a-f]{12}\); "
+            r"the details are in its log\.",
+            message,
+        ), message
+    else:
+        assert message == str(error)
+    assert body == {"error": {"message": message, "type": type_, "param": param, "code": status}}
     # The envelope is exactly the documented one (no extra keys, a known type).
     assert ErrorResponse.model_validate(body).model_dump() == body
 

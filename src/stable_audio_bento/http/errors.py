@@ -6,10 +6,14 @@ added here, next to the others.
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import Any
 
 import redis.exceptions
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ..errors import (
@@ -23,9 +27,14 @@ from ..errors import (
     QueueFullError,
     StableAudioError,
     StorageError,
+    UploadTooLargeError,
+    new_error_id,
+    public_message,
 )
 from ..schemas import ErrorResponse
 from .deps import get_runtime
+
+log = logging.getLogger(__name__)
 
 
 def error_response(
@@ -37,7 +46,13 @@ def error_response(
 
 
 def map_error(error: StableAudioError) -> JSONResponse:
-    """The package's error family -> status code and envelope."""
+    """The package's error family -> status code and envelope.
+
+    Messages not written for clients (they may name paths, hosts, buckets) are replaced by
+    one quoting an error id, logged here with the details.
+    """
+    if isinstance(error, UploadTooLargeError):
+        return error_response(413, error.message, "BadRequestError", error.field)
     if isinstance(error, InvalidRequestError):
         return error_response(400, error.message, "BadRequestError", error.field)
     if isinstance(error, ModelNotFoundError):
@@ -61,11 +76,46 @@ def map_error(error: StableAudioError) -> JSONResponse:
     if isinstance(error, GenerationError):
         # The vLLM-Omni document answers "did not produce audio output" with 400.
         return error_response(400, str(error), "BadRequestError")
+    message = str(error)
+    if not error.public:
+        error_id = new_error_id()
+        log.error("Request failed (error id %s): %s: %s", error_id, type(error).__name__, error)
+        message = public_message(error, "The request", error_id)
     if isinstance(error, ModelLoadError):
-        return error_response(503, str(error), "ServiceUnavailableError", "model")
+        return error_response(503, message, "ServiceUnavailableError", "model")
     if isinstance(error, StorageError):
-        return error_response(502, str(error), "InternalServerError")
-    return error_response(500, str(error), "InternalServerError")
+        return error_response(502, message, "InternalServerError")
+    return error_response(500, message, "InternalServerError")
+
+
+def _printable(value: Any) -> Any:
+    """``value`` as JSON can carry it: NaN / Infinity as text, lone surrogates escaped."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value]
+    return value
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 with pydantic's ``detail`` list (the documented shape), always serialisable.
+
+    The stock handler echoes each bad value, and a NaN or a lone surrogate made it a 500.
+    A body that is not JSON at all is a 400 in the envelope, as the request guard answers.
+    """
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if errors and all(e.get("type") == "json_invalid" for e in errors):
+        reason = (errors[0].get("ctx") or {}).get("error", "JSON decode error")
+        return error_response(
+            400, f"The body is not valid JSON: {reason}", "BadRequestError", "body"
+        )
+    detail = jsonable_encoder(_printable(errors))
+    return JSONResponse({"detail": detail}, status_code=422)
 
 
 async def _package_error(request: Request, exc: Exception) -> JSONResponse:
@@ -75,13 +125,16 @@ async def _package_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _job_store_down(request: Request, exc: Exception) -> JSONResponse:
     retry_after = get_runtime(request).settings.job_retry_after
-    message = f"The job store is unavailable ({type(exc).__name__}: {exc}); retry later."
+    # Redis' own message names its host and port: the log has it, the client the kind.
+    log.warning("The job store is unavailable: %s: %s", type(exc).__name__, exc)
+    message = f"The job store is unavailable ({type(exc).__name__}); retry later."
     return map_error(JobStoreUnavailableError(message, retry_after))
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Every exception handler of the app."""
     app.add_exception_handler(StableAudioError, _package_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     for unavailable in (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
         app.add_exception_handler(unavailable, _job_store_down)
 

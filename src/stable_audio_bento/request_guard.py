@@ -1,0 +1,268 @@
+"""Bounds every request body before any route sees it: size, JSON validity, prompt length.
+
+One ASGI middleware in front of all routes (the compatible routes, the job API and BentoML's
+native ``/api/...`` APIs alike), so that a hostile body costs a few microseconds, never a 500:
+
+- a body past ``max_body_bytes`` (JSON) or ``max_upload_bytes`` (multipart uploads) is a 413,
+  from ``Content-Length`` before anything is read, or as soon as the stream passes the bound;
+- JSON that does not parse, ``NaN`` / ``Infinity`` (not JSON, though Python reads them), numbers
+  too large for a float, and strings with lone surrogates (not Unicode) are a 400 naming the
+  field;
+- a prompt (``input``, ``prompt``, ``negative_prompt``) longer than ``max_prompt_chars`` is a
+  422 in pydantic's shape, as the schema would give, before any parsing into models.
+
+Errors use the documented envelope ``{"error": {message, type, param, code}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+PROMPT_FIELDS = ("input", "prompt", "negative_prompt")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def envelope(status: int, message: str, type_: str, param: str | None = None) -> bytes:
+    """The documented error body."""
+    body = {"error": {"message": message, "type": type_, "param": param, "code": status}}
+    return json.dumps(body).encode()
+
+
+async def send_json(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """A complete JSON response."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class _NonFinite:
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+
+class BadJson(ValueError):
+    """A body that is not JSON a client could mean; ``field`` is where (dotted path)."""
+
+    def __init__(self, message: str, field: str | None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _path(parts: list[str | int]) -> str | None:
+    if not parts:
+        return None
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def _escaped(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _check(value: Any, parts: list[str | int]) -> None:
+    """Raise BadJson for the first value no client can mean (depth-first, in body order)."""
+    if isinstance(value, _NonFinite) or (isinstance(value, float) and not math.isfinite(value)):
+        token = value.token if isinstance(value, _NonFinite) else "a number too large"
+        where = _path(parts) or "the body"
+        raise BadJson(f"{where} must be a finite number, got {token}", _path(parts))
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise BadJson(
+                f"{_path(parts) or 'the body'} is not valid Unicode (a lone surrogate "
+                f"{_escaped(value[e.start : e.end])} at character {e.start})",
+                _path(parts),
+            ) from e
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check(key, parts)  # a key with a surrogate is blamed on its parent
+            _check(item, [*parts, key])
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check(item, [*parts, index])
+
+
+def parse_strict_json(body: bytes) -> Any:
+    """``body`` as JSON (RFC 8259: no NaN / Infinity), every string valid Unicode."""
+    try:
+        value = json.loads(body, parse_constant=_NonFinite)
+    except UnicodeDecodeError as e:
+        raise BadJson(f"The body is not UTF-8 text ({e.reason} at byte {e.start})", None) from e
+    except json.JSONDecodeError as e:
+        raise BadJson(
+            f"The body is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})", None
+        ) from e
+    except ValueError as e:  # an integer of thousands of digits
+        raise BadJson(f"The body is not JSON this server reads: {e}", None) from e
+    except RecursionError as e:
+        raise BadJson("The body nests arrays or objects too deeply", None) from e
+    try:
+        _check(value, [])
+    except RecursionError as e:
+        raise BadJson("The body nests arrays or objects too deeply", None) from e
+    return value
+
+
+def _content_type(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"content-type":
+            return str(value.decode("latin-1").split(";")[0].strip().lower())
+    return ""
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _is_json(content_type: str) -> bool:
+    # FastAPI reads a body without a content type as JSON too.
+    return not content_type or content_type == "application/json" or content_type.endswith("+json")
+
+
+class RequestGuard:
+    """ASGI middleware bounding request bodies (see the module docstring)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int = 64 * 1024,
+        max_upload_bytes: int = 51 * 1024 * 1024,
+        max_prompt_chars: int = 2000,
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_upload_bytes = max_upload_bytes
+        self.max_prompt_chars = max_prompt_chars
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        content_type = _content_type(scope)
+        is_json = _is_json(content_type)
+        limit = self.max_body_bytes if is_json else self.max_upload_bytes
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await self._too_large(send, limit, is_json)
+            return
+        if not is_json:
+            await self._stream_bounded(scope, receive, send, limit)
+            return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client left before it finished sending
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > limit:
+                await self._too_large(send, limit, is_json)
+                return
+        if body:
+            try:
+                value = parse_strict_json(bytes(body))
+            except BadJson as e:
+                await send_json(send, 400, envelope(400, str(e), "BadRequestError", e.field))
+                return
+            if await self._prompt_too_long(value, send):
+                return
+        await self.app(scope, _replay(bytes(body), receive), send)
+
+    async def _too_large(self, send: Send, limit: int, is_json: bool) -> None:
+        what = "JSON body" if is_json else "upload"
+        setting = "STABLE_AUDIO_MAX_BODY_KB" if is_json else "STABLE_AUDIO_MAX_UPLOAD_MB"
+        message = f"The {what} is larger than {limit} bytes, the server's limit ({setting})."
+        await send_json(send, 413, envelope(413, message, "BadRequestError", "body"))
+
+    async def _prompt_too_long(self, value: Any, send: Send) -> bool:
+        if not isinstance(value, dict):
+            return False
+        for name in PROMPT_FIELDS:
+            text = value.get(name)
+            if isinstance(text, str) and len(text) > self.max_prompt_chars:
+                limit = self.max_prompt_chars
+                detail = {
+                    "type": "string_too_long",
+                    "loc": ["body", name],
+                    "msg": f"String should have at most {limit} characters",
+                    "input": text[:64] + "...",
+                    "ctx": {"max_length": limit},
+                }
+                await send_json(send, 422, json.dumps({"detail": [detail]}).encode())
+                return True
+        return False
+
+    async def _stream_bounded(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        """Pass a non-JSON body through as it arrives, cut off with a 413 past ``limit``."""
+        seen = 0
+        over = False
+        started = False
+
+        async def bounded_receive() -> Message:
+            nonlocal seen, over
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    over = True
+                    return {"type": "http.disconnect"}  # the route stops reading
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if over and not started:
+                return  # what the route answers to a cut-off body; the 413 follows
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, bounded_receive, tracking_send)
+        except Exception:
+            if not over:
+                raise
+        if over and not started:
+            await self._too_large(send, limit, is_json=False)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that yields the body read already, then the client's later messages."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
