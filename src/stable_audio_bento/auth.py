@@ -20,9 +20,12 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# Probes, metrics, the API docs and the web page's static files stay open: the page itself asks
+# Probes, metrics, both API documents and the web page's static files stay open: what the API
+# looks like is no secret (BentoML's /docs.json never needed a key), and the page itself asks
 # for the key and sends it with every API call.
-OPEN_PATHS = frozenset({"/", "/health", "/healthz", "/livez", "/readyz", "/metrics", "/ui"})
+OPEN_PATHS = frozenset(
+    {"/", "/health", "/healthz", "/livez", "/readyz", "/metrics", "/ui", "/v1/openapi.json"}
+)
 OPEN_PREFIXES = ("/ui/", "/static_content/", "/assets/", "/docs.json", "/schema.json")
 
 
@@ -52,6 +55,8 @@ class Caller:
 
 
 OPEN_CALLER = Caller(owner=None, admin=True)
+# No key on a server with keys (an open path): an owner no job has, so it sees none.
+ANONYMOUS = Caller(owner="", admin=False)
 
 
 def caller_of(scope: Mapping[str, Any]) -> Caller:
@@ -111,7 +116,7 @@ class ApiKeyMiddleware:
         if caller is not None or scope.get("method") == "OPTIONS" or is_open(scope["path"]):
             if caller is None:
                 # An open path without a key: it may read nothing that belongs to a key.
-                scope[CALLER_SCOPE_KEY] = Caller(owner=None, admin=False)
+                scope[CALLER_SCOPE_KEY] = ANONYMOUS
             await self.app(scope, receive, send)
             return
         body = json.dumps(

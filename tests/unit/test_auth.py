@@ -28,6 +28,7 @@ OPEN = [
     "/ui/app.js",
     "/docs.json",
     "/schema.json",
+    "/v1/openapi.json",  # both API documents alike
 ]
 PROTECTED = [
     ("POST", "/v1/audio/generate"),

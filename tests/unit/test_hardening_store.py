@@ -42,6 +42,9 @@ class OwnerContract:
         assert [j.id for j in store.list_recent(10, owner=BOB)] == bobs[::-1]
         assert [j.id for j in store.list_recent(2, owner=ALICE)] == alices[:0:-1]
         assert len(store.list_recent(10)) == 5  # no owner given: every job (admin)
+        assert store.list_recent(10, owner="") == []  # an anonymous caller: none
+        with pytest.raises(JobNotFoundError):
+            store.get(alices[0], owner="")
         assert store.get(alices[0], owner=ALICE).owner == ALICE
         with pytest.raises(JobNotFoundError, match=rf"Job `{bobs[0]}` does not exist\."):
             store.get(bobs[0], owner=ALICE)
