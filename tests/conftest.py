@@ -51,6 +51,15 @@ def demo_tag(bentoml_home: Path) -> str:
 
 
 @pytest.fixture(scope="session")
+def demo_sa3_tag(bentoml_home: Path) -> str:
+    """The Stable Audio 3 demo (``demo-sa3``), imported once per session."""
+    from models import DEMO_SA3_RECIPE
+    from stable_audio_bento.demo_sa3 import import_demo_sa3
+
+    return import_demo_sa3(DEMO_SA3_RECIPE)
+
+
+@pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
     """Where tests leave files worth looking at after a run (screenshots, logs)."""
     ARTIFACTS.mkdir(exist_ok=True)

@@ -76,7 +76,7 @@ def _text_encoder(spec: dict[str, Any], vocab_size: int) -> Any:
     return T5GemmaEncoderModel(config)
 
 
-def _wake_zero_layers(modules: list[Any], seed: int, std: float) -> None:
+def _wake_zero_layers(module: Any, seed: int, std: float) -> None:
     """Give zero-initialised weight matrices small random values.
 
     A fresh SA3 DiT and SAME zero-initialise their output projections (and the DiT its residual
@@ -87,10 +87,9 @@ def _wake_zero_layers(modules: list[Any], seed: int, std: float) -> None:
 
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for module in modules:
-            for param in module.parameters():
-                if param.ndim >= 2 and not param.any():
-                    param.copy_(torch.randn(param.shape, generator=generator) * std)
+        for param in module.parameters():
+            if param.ndim >= 2 and not param.any():
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
 
 
 def build_demo_sa3(recipe_dir: Path, out_dir: Path) -> dict[str, Any]:
@@ -112,7 +111,13 @@ def build_demo_sa3(recipe_dir: Path, out_dir: Path) -> dict[str, Any]:
         transformer = lib.StableAudio3DiTModel(**specs["transformer"])
         vae = lib.AutoencoderSAME(**specs["vae"])
         duration_embedder = lib.StableAudio3DurationEmbedder(**specs["duration_embedder"])
-    _wake_zero_layers([transformer, vae, duration_embedder], seed + 1, float(recipe["init_std"]))
+    # Per component: the SAME decoder needs larger values than the DiT for its output to follow
+    # the latent (its output tokens see the latent only through attention).
+    stds = recipe["init_std"]
+    for i, (component, module) in enumerate(
+        (("transformer", transformer), ("vae", vae), ("duration_embedder", duration_embedder))
+    ):
+        _wake_zero_layers(module, seed + 1 + i, float(stds[component]))
     pipeline = lib.StableAudio3Pipeline(
         vae=vae.eval(),
         text_encoder=text_encoder.eval(),
