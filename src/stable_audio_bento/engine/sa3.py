@@ -36,7 +36,17 @@ import numpy as np
 from ..audio import FloatAudio, peak_normalize
 from ..errors import GenerationError, ModelLoadError
 from . import sa3_decode
-from .contract import TEXT_TO_AUDIO, EngineRequest, EngineStats, ProgressCallback, SamplingParams
+from .audio_in import keep_mask, splice
+from .contract import (
+    AUDIO_TO_AUDIO,
+    CONTINUATION,
+    INPAINTING,
+    TEXT_TO_AUDIO,
+    EngineRequest,
+    EngineStats,
+    ProgressCallback,
+    SamplingParams,
+)
 from .info import OBJECTIVE_DEFAULTS, SA3_BACKEND, ModelInfo
 from .noise import ItemNoise, initial_noise
 from .precision import dtype_candidates, first_finite, pick_device, set_threads
@@ -91,7 +101,9 @@ def read_info(path: Path, name: str, metadata: dict[str, Any]) -> ModelInfo:
         conditioning_ids=("prompt", "seconds_total"),
         fixed_window=False,
         max_seconds_override=max_seconds,
-        modes=(TEXT_TO_AUDIO,),
+        # Variations from the SAME-encoded source; inpainting through the DiT's own inpainting
+        # input (the encoded source and its keep mask), as diffusers' SA3 pipelines do.
+        modes=(TEXT_TO_AUDIO, AUDIO_TO_AUDIO, INPAINTING, CONTINUATION),
         options=OPTIONS,
     )
 
@@ -159,6 +171,8 @@ class Conditioning:
     mask: Any
     global_embed: Any
     cfg: bool
+    # Inpainting: (batch, 1 + latent_dim, frames), the keep mask then the masked source latent.
+    local: Any = None
 
 
 class SA3Engine:
@@ -283,10 +297,30 @@ class SA3Engine:
             self._parts()
             latents = self.sample(requests, sampling, progress)
             outputs = [
-                peak_normalize(self.decode(latents[i : i + 1], r)) for i, r in enumerate(requests)
+                self._finish(self.decode(latents[i : i + 1], r), r) for i, r in enumerate(requests)
             ]
         self.stats.record(len(requests), time.perf_counter() - started)
         return outputs
+
+    def _finish(self, audio: FloatAudio, request: EngineRequest) -> FloatAudio:
+        """Inpainting keeps the source outside its regions; everything else is normalised."""
+        if request.inpaint_regions and request.init_audio is not None:
+            return splice(audio, request, self.info.sample_rate)
+        return peak_normalize(audio)
+
+    def encode_sources(self, requests: Sequence[EngineRequest], frames: int) -> Any:
+        """The batch's source audio as SAME latents, ``frames`` long (zeros past the source)."""
+        import torch
+
+        vae = self._parts().vae
+        ratio = self.info.latent_downsampling
+        rows = []
+        for request in requests:
+            audio = torch.from_numpy(np.ascontiguousarray(request.init_audio, dtype=np.float32))
+            audio = torch.nn.functional.pad(audio, (0, max(0, frames * ratio - audio.shape[-1])))
+            audio = audio[:, : frames * ratio][None].to(self.device, self.dtype)
+            rows.append(vae.encode(audio).latents.float()[0, :, :frames])
+        return torch.stack(rows)
 
     def _encode_text(self, prompts: list[str]) -> tuple[Any, Any]:
         parts = self._parts()
@@ -330,6 +364,10 @@ class SA3Engine:
 
         model_in = torch.cat([x, x]) if cond.cfg else x
         timestep = torch.full((model_in.shape[0],), sigma, dtype=torch.float32, device=x.device)
+        extra: dict[str, Any] = {}
+        if cond.local is not None:
+            local = torch.cat([cond.local, cond.local]) if cond.cfg else cond.local
+            extra["local_add_cond"] = local.to(self.dtype)
         v = (
             self._parts()
             .transformer(
@@ -339,6 +377,7 @@ class SA3Engine:
                 global_hidden_states=cond.global_embed,
                 encoder_attention_mask=cond.mask,
                 return_dict=False,
+                **extra,
             )[0]
             .float()
         )
@@ -359,15 +398,32 @@ class SA3Engine:
 
         ``start`` (optional, batch x latent_dim x frames) is where sampling begins instead of
         pure noise, mixed as ``(1 - sigma_max) * start + sigma_max * noise`` (audio-to-audio).
+        Requests with source audio set both themselves: a variation starts from the encoded
+        source at its noise level; an inpainting starts from noise and gives the DiT the
+        encoded source outside the regions (its inpainting input).
         """
+        import torch
+
         parts = self._parts()
         frames = self.info.latent_frames(requests[0])
         shape = (int(parts.transformer.config.io_channels), frames)
         seeds = [r.seed for r in requests]
+        local = None
+        if requests[0].init_audio is not None and start is None:  # one mode per batch
+            source = self.encode_sources(requests, frames)
+            if requests[0].inpaint_regions:
+                ratio = self.info.latent_downsampling
+                keep = torch.stack(
+                    [keep_mask(r, self.info.sample_rate, ratio, frames) for r in requests]
+                ).to(self.device)
+                local = torch.cat([keep, source * keep], dim=1)
+            else:
+                start, sigma_max = source, min(1.0, max(1e-3, requests[0].init_noise_level))
         x = initial_noise(seeds, shape, self.device, _float32())
         if start is not None:
             x = (1 - sigma_max) * start.float() + sigma_max * x
         cond = self.conditioning(requests, cfg=sampling.cfg_scale != 1)
+        cond.local = local
         sigmas = schedule(sampling.steps, sigma_max)
         return self.denoise(
             x, sigmas, cond, sampling, ItemNoise(seeds, shape, self.device), progress
