@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := ffmpeg redis-server chromium chromium-driver
 
-.PHONY: install serve test lint system-deps bench lock clean
+.PHONY: install serve test lint system-deps bench lock clean parity
 
 $(STAMP): requirements/lock.txt requirements/dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,23 @@ test: $(STAMP) system-deps lint
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# SA3 converter parity: tiny SA3 models built with the reference stable-audio-tools 0.0.20
+# (Python 3.10 only, its own venv) against our import + diffusers; writes parity/results.json
+# and tests/data/sa3_key_manifest.json.
+PARITY_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) python3.10)
+PARITY_VENV ?= .venv-parity
+PARITY_OUT ?= test-artifacts/parity
+
+$(PARITY_VENV)/.installed: parity/requirements.txt
+	@test -x $(PARITY_VENV)/bin/python || $(PARITY_PYTHON) -m venv $(PARITY_VENV)
+	$(PARITY_VENV)/bin/pip install --quiet --disable-pip-version-check -r parity/requirements.txt
+	@touch $@
+
+parity: $(STAMP) $(PARITY_VENV)/.installed
+	rm -rf $(PARITY_OUT)
+	TORCHDYNAMO_DISABLE=1 $(PARITY_VENV)/bin/python parity/build_reference.py $(PARITY_OUT)
+	$(PY) parity/compare.py $(PARITY_OUT)
 
 # Re-pin requirements/lock.txt from the loose dependencies in pyproject.toml.
 lock:

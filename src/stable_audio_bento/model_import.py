@@ -1,8 +1,10 @@
 """Put a Stable Audio model into the BentoML model store as one self-contained entry.
 
-An entry holds ``model_config.json``, ``model.safetensors`` and ``text_encoder/`` (the T5
-weights and tokenizer), with metadata describing what the model can do. Sources: a Hugging Face
-repo id, a local directory with the same layout, or ``demo`` (built offline from a recipe).
+A Stable Audio Open entry holds ``model_config.json``, ``model.safetensors`` and
+``text_encoder/`` (the T5 weights and tokenizer), with metadata describing what the model can
+do. A Stable Audio 3 entry is in diffusers' layout (``sa3_import``). Sources: a Hugging Face
+repo id, a local directory (either family; SA3 in the hub's or in diffusers' layout), or
+``demo`` (built offline from a recipe).
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ from .modelstore import FAMILY_LABEL, list_entries
 KNOWN_REPOS = {
     "stabilityai/stable-audio-open-1.0": ["open-1.0", "stable-audio-open"],
     "stabilityai/stable-audio-open-small": ["open-small", "small"],
+    # Stable Audio 3: "small-sfx", "stable-audio-3-small-sfx" (and the repo id), ...
+    **{
+        f"stabilityai/stable-audio-3-{variant}{base}": [
+            f"{variant}{base}",
+            f"stable-audio-3-{variant}{base}",
+        ]
+        for variant in ("small-sfx", "small-music", "medium")
+        for base in ("", "-base")
+    },
 }
 TEXT_ENCODER_FILES = [
     "config.json",
@@ -126,9 +137,25 @@ def import_demo(recipe_dir: Path, name: str | None = None) -> str:
         return save_to_store(name, files, metadata)
 
 
+def is_sa3_directory(directory: Path) -> bool:
+    """Stable Audio 3 in diffusers' layout, or in the hub's (its model_config.json says so)."""
+    from .sa3_layout import is_sa3_config
+
+    if (directory / "model_index.json").is_file():
+        return True
+    try:
+        return is_sa3_config(json.loads((directory / "model_config.json").read_text()))
+    except (OSError, ValueError, AttributeError):
+        return False  # check_layout names what is wrong
+
+
 def import_directory(directory: Path, name: str | None = None) -> str:
     if not directory.is_dir():
         raise ImportSourceError(f"{directory} is not a directory")
+    if is_sa3_directory(directory):
+        from .sa3_import import import_sa3_directory
+
+        return import_sa3_directory(directory, name)
     with tempfile.TemporaryDirectory() as tmp:
         files = Path(tmp) / "entry"
         shutil.copytree(directory, files, symlinks=False)
@@ -154,14 +181,20 @@ def import_hub(repo_id: str, name: str | None = None, token: str | None = None) 
         info = HfApi().model_info(repo_id, token=token)
         files = {s.rfilename for s in info.siblings or []}
         weights = "model.safetensors" if "model.safetensors" in files else "model.ckpt"
+        config_path = Path(
+            hf_hub_download(repo_id, "model_config.json", revision=info.sha, token=token)
+        )
+        if _is_sa3_file(config_path):
+            from .sa3_import import import_sa3_hub
+
+            return import_sa3_hub(repo_id, info.sha, config_path, name, token)
         with tempfile.TemporaryDirectory() as tmp:
             entry = Path(tmp) / "entry"
             entry.mkdir()
-            for filename in ("model_config.json", weights):
-                shutil.copy(
-                    hf_hub_download(repo_id, filename, revision=info.sha, token=token),
-                    entry / filename,
-                )
+            shutil.copy(config_path, entry / "model_config.json")
+            shutil.copy(
+                hf_hub_download(repo_id, weights, revision=info.sha, token=token), entry / weights
+            )
             config = json.loads((entry / "model_config.json").read_text())
             _download_text_encoders(config, entry / "text_encoder", token)
             check_layout(entry)
@@ -187,6 +220,15 @@ def import_hub(repo_id: str, name: str | None = None, token: str | None = None) 
         raise ImportSourceError(f"downloading {repo_id} failed: {e}") from e
     except OSError as e:
         raise ImportSourceError(f"downloading {repo_id} failed: {e}") from e
+
+
+def _is_sa3_file(config_path: Path) -> bool:
+    from .sa3_layout import is_sa3_config
+
+    try:
+        return is_sa3_config(json.loads(config_path.read_text()))
+    except (OSError, ValueError) as e:
+        raise ImportSourceError(f"model_config.json of the hub repo is not readable: {e}") from e
 
 
 def _download_text_encoders(config: dict[str, Any], target: Path, token: str | None) -> None:

@@ -1,0 +1,160 @@
+"""Stable Audio 3 store entries: from the hub, or from a local directory in either layout.
+
+An SA3 entry is ONE directory in diffusers' ``StableAudio3Pipeline.save_pretrained`` layout
+(``sa3_convert``), with store metadata ``backend: diffusers-sa3`` and the model card's
+defaults: distilled models 8 steps, cfg 1, ping-pong and no negative prompt; ``-base``
+models real CFG and a negative prompt. Limits: 120 s for the small models, 380 s for medium.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import ImportSourceError
+from .model_import import content_hash, save_to_store
+from .sa3_convert import (
+    TOKENIZER_FILES,
+    SA3Facts,
+    checkpoint_has_text_encoder,
+    convert_hub_dir,
+    copy_diffusers_dir,
+)
+
+SA3_BACKEND = "diffusers-sa3"
+SA3_VARIANTS = ("small-sfx", "small-music", "medium")
+# repo id -> aliases (besides the repo id itself): "small-sfx", "stable-audio-3-small-sfx", ...
+SA3_REPOS = {
+    f"stabilityai/stable-audio-3-{variant}{base}": [
+        f"{variant}{base}",
+        f"stable-audio-3-{variant}{base}",
+    ]
+    for variant in SA3_VARIANTS
+    for base in ("", "-base")
+}
+# The longest request each family is made for (the reference's limits).
+FAMILY_LIMITS = {"small": 120.0, "medium": 380.0}
+# (BentoML metadata holds no None: a distilled model's entry has no negative_prompt key.)
+CARD_DEFAULTS: dict[bool, dict[str, Any]] = {
+    True: {"steps": 8, "cfg_scale": 1.0, "sampler": "pingpong"},
+    False: {"steps": 50, "cfg_scale": 7.0, "sampler": "euler", "negative_prompt": "poor quality"},
+}
+TEXT_ENCODER_CONFIG = "config.json"
+TEXT_ENCODER_WEIGHTS = "model.safetensors"
+
+
+def is_diffusers_layout(directory: Path) -> bool:
+    return (directory / "model_index.json").is_file()
+
+
+def family_limit(*names: str) -> float | None:
+    for name in names:
+        match = re.search(r"\b(small|medium)\b", name.lower().replace("-", " "))
+        if match:
+            return FAMILY_LIMITS[match.group(1)]
+    return None
+
+
+def sa3_metadata(
+    name: str,
+    files: Path,
+    facts: SA3Facts,
+    *,
+    source: str,
+    revision: str | None,
+    aliases: list[str],
+) -> dict[str, Any]:
+    limit = family_limit(source.rsplit("/", 1)[-1], name) or facts.seconds_max
+    return {
+        "backend": SA3_BACKEND,
+        "sample_rate": facts.sample_rate,
+        "channels": facts.channels,
+        "max_seconds": round(min(limit, facts.seconds_max), 3),
+        "objective": facts.objective,
+        "distilled": facts.distilled,
+        "latent_downsampling": facts.latent_downsampling,
+        "prompt_max_length": facts.prompt_max_length,
+        # diffusers' DiT builds its block RMS norms with eps 1e-6; the reference's is this.
+        "dit_norm_eps": facts.dit_norm_eps,
+        **CARD_DEFAULTS[facts.distilled],
+        "source": source,
+        "revision": revision or "",
+        "aliases": aliases,
+        "content_sha256": content_hash(files),
+    }
+
+
+def import_sa3_directory(directory: Path, name: str | None = None) -> str:
+    """A local directory in the hub's layout (converted) or in diffusers' (copied)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        entry = Path(tmp) / "entry"
+        if is_diffusers_layout(directory):
+            facts = copy_diffusers_dir(directory, entry)
+        else:
+            facts = convert_hub_dir(directory, entry)
+        name = name or directory.resolve().name
+        metadata = sa3_metadata(
+            name, entry, facts, source=str(directory.resolve()), revision=None, aliases=[]
+        )
+        return save_to_store(name, entry, metadata)
+
+
+def import_sa3_hub(
+    repo_id: str,
+    revision: str | None,
+    config_path: Path,
+    name: str | None,
+    token: str | None,
+) -> str:
+    """Download the rest of an SA3 hub repo (weights, T5Gemma config and tokenizer), convert.
+
+    Call inside ``model_import.import_hub``'s error mapping: hub errors become one clear line.
+    """
+    from huggingface_hub import hf_hub_download
+
+    config = json.loads(config_path.read_text())
+    encoder_repo = _text_encoder_repo(config)
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "hub"
+        encoder = source / "text_encoder"
+        encoder.mkdir(parents=True)
+        shutil.copy(config_path, source / "model_config.json")
+        # hf_hub_download shows a progress bar per file.
+        weights = hf_hub_download(repo_id, "model.safetensors", revision=revision, token=token)
+        (source / "model.safetensors").symlink_to(Path(weights).resolve())
+        _download_text_encoder(encoder_repo, encoder, token)
+        if not checkpoint_has_text_encoder(source / "model.safetensors"):
+            path = hf_hub_download(encoder_repo, TEXT_ENCODER_WEIGHTS, token=token)
+            (encoder / TEXT_ENCODER_WEIGHTS).symlink_to(Path(path).resolve())
+        entry = Path(tmp) / "entry"
+        facts = convert_hub_dir(source, entry)
+        name = name or repo_id.split("/")[-1]
+        aliases = [repo_id, *SA3_REPOS.get(repo_id, [])]
+        metadata = sa3_metadata(
+            name, entry, facts, source=repo_id, revision=revision, aliases=aliases
+        )
+        return save_to_store(name, entry, metadata)
+
+
+def _text_encoder_repo(config: dict[str, Any]) -> str:
+    for conditioner in config.get("model", {}).get("conditioning", {}).get("configs", []):
+        if conditioner.get("type") == "t5gemma":
+            cfg = conditioner.get("config", {})
+            return str(cfg.get("repo_id") or cfg.get("model_name") or "google/t5gemma-b-b-ul2")
+    raise ImportSourceError("model_config.json: no t5gemma prompt conditioner")
+
+
+def _download_text_encoder(repo: str, target: Path, token: str | None) -> None:
+    """The T5Gemma config and the Gemma tokenizer files the repo has."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    files = {s.rfilename for s in HfApi().model_info(repo, token=token).siblings or []}
+    wanted = [TEXT_ENCODER_CONFIG, *[f for f in TOKENIZER_FILES if f in files]]
+    if TEXT_ENCODER_CONFIG not in files or len(wanted) == 1:
+        raise ImportSourceError(f"{repo}: the T5Gemma config or the tokenizer files are missing")
+    for filename in wanted:
+        shutil.copy(hf_hub_download(repo, filename, token=token), target / filename)

@@ -1,0 +1,357 @@
+"""Stable Audio 3 import: our key mapping, the hub layout -> diffusers layout, clear refusals.
+
+``tests/data/sa3_key_manifest.json`` was written by ``make parity`` from a tiny SA3 model built
+with the reference (stable-audio-tools 0.0.20, Python 3.10), whose outputs our converted
+components matched (``parity/results.json``). Here, without that environment, a hub-layout
+checkpoint with the manifest's names and shapes (random values) goes through our converter and
+``python -m models import``, and must land where the manifest says. Imports run the CLI in a
+private ``BENTOML_HOME``, so the session's store only ever holds the demo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from stable_audio_bento.errors import ImportSourceError
+from stable_audio_bento.model_import import KNOWN_REPOS, import_source
+from stable_audio_bento.sa3_convert import convert_hub_dir
+from stable_audio_bento.sa3_layout import diffusers_configs, plan_keys, read_config
+from tests.servers import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+MANIFEST: dict[str, Any] = json.loads((DATA / "sa3_key_manifest.json").read_text())
+COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "duration_embedder", "scheduler")
+
+
+def hub_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(v["shape"], generator=gen) for k, v in MANIFEST["keys"].items()}
+
+
+def make_hub_dir(
+    target: Path,
+    config: dict[str, Any] | None = None,
+    state: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """A local directory in the hub's layout, as a user would download it."""
+    target.mkdir(parents=True)
+    (target / "model_config.json").write_text(json.dumps(config or MANIFEST["model_config"]))
+    save_file(state if state is not None else hub_state(), str(target / "model.safetensors"))
+    shutil.copytree(DATA / "sa3_text_encoder", target / "text_encoder")
+    return target
+
+
+def user_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "STABLE_AUDIO_"))}
+    env.update(BENTOML_HOME=str(home), BENTOML_DO_NOT_TRACK="True", HF_HUB_OFFLINE="1")
+    return env
+
+
+def entry_files(directory: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(directory).as_posix(): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != "model.yaml"
+    }
+
+
+# ------------------------------------------------------------------ the key mapping
+def test_every_hub_key_maps_as_the_parity_manifest_says() -> None:
+    sa3 = read_config(MANIFEST["model_config"])
+    plans = plan_keys(sa3, sorted(MANIFEST["keys"]))
+    assert set(plans) == set(MANIFEST["keys"])
+    for name, plan in plans.items():
+        want = MANIFEST["keys"][name]
+        assert (plan.component, plan.key, plan.transform) == (
+            want["component"],
+            want["key"],
+            want["transform"],
+        ), name
+    # Both attention kinds are differential in the parity model: their QKV rows are reordered.
+    reordered = [n for n, p in plans.items() if p.transform == "qkv_reorder"]
+    assert any(n.startswith("model.model.") for n in reordered)
+    assert any(n.startswith("pretransform.model.") for n in reordered)
+
+
+def test_mapped_shapes_fit_the_diffusers_modules() -> None:
+    from diffusers import AutoencoderSAME, StableAudio3DiTModel, StableAudio3DurationEmbedder
+
+    sa3 = read_config(MANIFEST["model_config"])
+    shapes = {k: tuple(v["shape"]) for k, v in MANIFEST["keys"].items()}
+    configs = diffusers_configs(sa3, shapes)
+    with torch.device("meta"):
+        modules = {
+            "transformer": StableAudio3DiTModel(**configs["transformer"]),
+            "vae": AutoencoderSAME(**configs["vae"]),
+            "duration_embedder": StableAudio3DurationEmbedder(**configs["duration_embedder"]),
+        }
+    expected = {
+        c: {k: tuple(v.shape) for k, v in m.state_dict().items()} for c, m in modules.items()
+    }
+    mapped: dict[str, set[str]] = {c: set() for c in modules}
+    for name, entry in MANIFEST["keys"].items():
+        component = entry["component"]
+        if component in modules:
+            assert expected[component][entry["key"]] == tuple(entry["shape"]), name
+            mapped[component].add(entry["key"])
+    # Only what the converter derives from the config is not in the checkpoint.
+    assert set(expected["transformer"]) - mapped["transformer"] == set()
+    assert set(expected["vae"]) - mapped["vae"] == set()
+    assert set(expected["duration_embedder"]) - mapped["duration_embedder"] == {"freqs"}
+
+
+# -------------------------------------------------- hub layout -> CLI -> store entry
+@dataclass
+class Imported:
+    hub: Path
+    home: Path
+    tag: str
+    diffusers_source: Path
+    diffusers_tag: str
+
+    def entry(self, tag: str) -> Path:
+        name, version = tag.split(":")
+        return self.home / "models" / name / version
+
+    def metadata(self, tag: str) -> dict[str, Any]:
+        info: dict[str, Any] = yaml.safe_load((self.entry(tag) / "model.yaml").read_text())
+        return dict(info["metadata"])
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Imported]:
+    """Both layouts through ``python -m models import``, side by side in one private store."""
+    root = tmp_path_factory.mktemp("sa3")
+    hub = make_hub_dir(root / "hub-layout")
+    diffusers_source = root / "diffusers-layout"
+    convert_hub_dir(hub, diffusers_source)
+    home = root / "bentoml"
+    commands = [
+        ["import", str(hub), "--name", "sa3-tiny"],
+        ["import", str(diffusers_source), "--name", "sa3-tiny-diffusers"],
+    ]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "models", *args],
+            cwd=REPO_ROOT,
+            env=user_env(home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in commands
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err
+    tags = [out.strip() for out, _ in outputs]
+    yield Imported(hub, home, tags[0], diffusers_source, tags[1])
+
+
+def test_hub_layout_import_writes_one_diffusers_entry(imported: Imported) -> None:
+    entry = imported.entry(imported.tag)
+    index = json.loads((entry / "model_index.json").read_text())
+    assert index["_class_name"] == "StableAudio3Pipeline"
+    assert {c for c in index if not c.startswith("_")} == set(COMPONENTS)
+    assert {p.name for p in entry.iterdir()} == {*COMPONENTS, "model_index.json", "model.yaml"}
+    meta = imported.metadata(imported.tag)
+    assert {k: meta[k] for k in meta if k != "content_sha256"} == {
+        "backend": "diffusers-sa3",
+        "sample_rate": 44100,
+        "channels": 2,
+        "max_seconds": 20.0,  # the duration conditioner's range (no family in the name)
+        "objective": "rf_denoiser",
+        "distilled": True,
+        "latent_downsampling": 32,
+        "prompt_max_length": 16,
+        "dit_norm_eps": 1e-5,
+        "steps": 8,
+        "cfg_scale": 1.0,
+        "sampler": "pingpong",
+        "source": str(imported.hub.resolve()),
+        "revision": "",
+        "aliases": [],
+    }
+
+
+def test_entry_loads_with_the_hub_closed_and_holds_the_hub_weights(imported: Imported) -> None:
+    from diffusers import StableAudio3Pipeline
+
+    entry = imported.entry(imported.tag)
+    pipe = StableAudio3Pipeline.from_pretrained(str(entry), local_files_only=True)
+    hub = load_file(str(imported.hub / "model.safetensors"))
+    dit = pipe.transformer.state_dict()
+    block = "model.model.transformer.layers.0."
+    # Differential self-attention: reference rows [q | k | v | q2 | k2] -> [q1 | q2 | k1 | k2 | v].
+    q, k, v, q2, k2 = hub[block + "self_attn.to_qkv.weight"].chunk(5)
+    assert torch.equal(
+        dit["transformer_blocks.0.self_attn.to_qkv.weight"], torch.cat([q, q2, k, k2, v])
+    )
+    assert torch.equal(
+        dit["transformer_blocks.0.ff.proj_in.weight"], hub[block + "ff.ff.0.proj.weight"]
+    )
+    assert torch.equal(
+        dit["prompt_padding_embedding"], hub["conditioner.conditioners.prompt.padding_embedding"]
+    )
+    text = pipe.text_encoder.state_dict()
+    prefix = "conditioner.conditioners.prompt.model."
+    assert all(
+        torch.equal(text[n[len(prefix) :]], t) for n, t in hub.items() if n.startswith(prefix)
+    )
+    with torch.no_grad():
+        latents = torch.zeros(1, 16, 4)
+        audio = pipe.vae.decode(latents).sample
+        tokens = pipe.tokenizer(["rain"], padding="max_length", max_length=16, return_tensors="pt")
+        hidden = pipe.text_encoder(tokens.input_ids, attention_mask=tokens.attention_mask)[0]
+    assert audio.shape == (1, 2, 4 * 32)
+    assert hidden.shape == (1, 16, 768)
+    assert pipe.scheduler.config.stochastic_sampling  # distilled: ping-pong re-noise
+
+
+def test_diffusers_layout_import_copies_the_files(imported: Imported) -> None:
+    copied = entry_files(imported.entry(imported.diffusers_tag))
+    assert copied == entry_files(imported.diffusers_source)
+    assert copied == entry_files(imported.entry(imported.tag))  # the same conversion
+    meta = imported.metadata(imported.diffusers_tag)
+    assert meta["backend"] == "diffusers-sa3"
+    assert meta["content_sha256"] == imported.metadata(imported.tag)["content_sha256"]
+    assert (meta["max_seconds"], meta["steps"], meta["sampler"]) == (20.0, 8, "pingpong")
+
+
+def test_sa3_hub_repos_and_their_aliases_are_known() -> None:
+    for variant in ("small-sfx", "small-music", "medium"):
+        for base in ("", "-base"):
+            repo = f"stabilityai/stable-audio-3-{variant}{base}"
+            assert KNOWN_REPOS[repo] == [f"{variant}{base}", f"stable-audio-3-{variant}{base}"]
+
+
+# ----------------------------------------------------------------------- refusals
+def _config_with(path: str, value: Any) -> dict[str, Any]:
+    config = json.loads(json.dumps(MANIFEST["model_config"]))
+    node = config
+    *parents, leaf = path.split(".")
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    return config
+
+
+SAME_ENCODER = "model.pretransform.config.encoder.config"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"config": _config_with(f"{SAME_ENCODER}.sliding_window", None)}, "chunked attention"),
+        ({"config": _config_with(f"{SAME_ENCODER}.conv_mapping", True)}, "conv_mapping=True"),
+        (
+            {"config": _config_with("model.diffusion.diffusion_objective", "v")},
+            "diffusion_objective='v' is not supported",
+        ),
+        (
+            {"config": _config_with("model.diffusion.config.attn_kwargs", {"qk_norm": "ln"})},
+            "attn_kwargs.qk_norm='ln'",
+        ),
+        ({"extra": {"model.model.some_new_layer.weight": torch.zeros(2)}}, "have no place"),
+        ({"drop": "model.model.transformer.layers.0.ff.ff.2.bias"}, "do not fit"),
+        ({"remove": "model_config.json"}, "model_config.json is missing"),
+        ({"remove": "model.safetensors"}, "model.safetensors is missing"),
+        ({"remove": "text_encoder/config.json"}, "text_encoder/config.json"),
+        ({"truncate": "model.safetensors"}, "not a readable safetensors file"),
+    ],
+    ids=[
+        "SAME-S chunked",
+        "conv mapping",
+        "v objective",
+        "layer-norm qk",
+        "unknown tensor",
+        "missing tensor",
+        "no config",
+        "no weights",
+        "no T5Gemma config",
+        "broken weights",
+    ],
+)
+def test_broken_hub_dirs_are_refused_clearly(
+    tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    state = hub_state()
+    state.update(change.get("extra", {}))
+    state.pop(change.get("drop", ""), None)
+    hub = make_hub_dir(tmp_path / "hub", change.get("config"), state)
+    if "remove" in change:
+        (hub / change["remove"]).unlink()
+    if "truncate" in change:
+        data = (hub / change["truncate"]).read_bytes()
+        (hub / change["truncate"]).write_bytes(data[: len(data) // 3])
+    with pytest.raises(ImportSourceError, match=message.replace("(", r"\(")):
+        import_source(str(hub))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("drop-vae", "missing components: vae"),
+        ("class", "not StableAudio3Pipeline"),
+        ("shape", "do not match AutoencoderSAME's config"),
+    ],
+)
+def test_broken_diffusers_dirs_are_refused_clearly(
+    imported: Imported, tmp_path: Path, damage: str, message: str
+) -> None:
+    source = tmp_path / "copy"
+    shutil.copytree(imported.diffusers_source, source)
+    if damage == "drop-vae":
+        shutil.rmtree(source / "vae")
+    elif damage == "class":
+        index = json.loads((source / "model_index.json").read_text())
+        (source / "model_index.json").write_text(json.dumps({**index, "_class_name": "Other"}))
+    else:
+        config = json.loads((source / "vae" / "config.json").read_text())
+        config["latent_dim"] = 8
+        (source / "vae" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ImportSourceError, match=message):
+        import_source(str(source))
+
+
+# ------------------------------------------------------- full shapes, on the meta device
+def test_full_small_and_medium_shapes_have_the_published_sizes() -> None:
+    """Published: small 433 M, medium 1.4 B. Both are the DiT's text-to-audio parameters:
+    everything in ``StableAudio3DiTModel`` but the per-block inpainting projection
+    (``to_local_embed``); neither the SAME autoencoder nor the T5Gemma encoder is counted."""
+    from diffusers import AutoencoderSAME, StableAudio3DiTModel
+
+    def count(module: torch.nn.Module, without: str = "") -> int:
+        return sum(
+            p.numel() for n, p in module.named_parameters() if not without or without not in n
+        )
+
+    with torch.device("meta"):
+        small = StableAudio3DiTModel(
+            embed_dim=1024, depth=20, num_heads=16, ff_mult=4.0, use_differential_attention=False
+        )
+        medium = StableAudio3DiTModel(embed_dim=1536, depth=24, num_heads=24, ff_mult=4.0)
+        same_s = AutoencoderSAME(encoder_channels=128, encoder_transformer_depths=(6,))
+        same_l = AutoencoderSAME(encoder_channels=256, encoder_transformer_depths=(12,))
+    assert round(count(small, "to_local_embed") / 1e6) == 433
+    assert round(count(medium, "to_local_embed") / 1e8) / 10 == 1.4
+    # With the inpainting projections: 459 M and 1.45 B; the autoencoders on their own.
+    assert round(count(small) / 1e6) == 459
+    assert round(count(medium) / 1e7) == 145
+    assert round(count(same_s) / 1e6, 1) == 107.5
+    assert round(count(same_l) / 1e6) == 852
