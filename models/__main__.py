@@ -1,8 +1,10 @@
 """``python -m models import SOURCE [--name NAME]``: one self-contained store entry per model.
 
-SOURCE is a Hugging Face repo id (``stabilityai/stable-audio-open-1.0``; gated repos need
-``HF_TOKEN``), a local directory with the same layout, ``demo`` or ``demo-sa3`` (Stable Audio
-Open and Stable Audio 3 demos, built offline).
+SOURCE is a Hugging Face repo id (``stabilityai/stable-audio-open-1.0``,
+``stabilityai/stable-audio-3-small-sfx``; gated repos need ``HF_TOKEN``), a local directory
+with the same layout (Stable Audio 3: the hub's stable-audio-tools layout, converted, or
+diffusers' layout, copied), ``demo`` or ``demo-sa3`` (Stable Audio Open and Stable Audio 3
+demos, built offline).
 """
 
 from __future__ import annotations

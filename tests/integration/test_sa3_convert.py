@@ -233,6 +233,26 @@ def test_diffusers_layout_import_copies_the_files(imported: Imported) -> None:
     assert (meta["max_seconds"], meta["steps"], meta["sampler"]) == (20.0, 8, "pingpong")
 
 
+def test_sa3_hub_import_without_network_is_one_clear_error(tmp_path: Path) -> None:
+    repo = "stabilityai/stable-audio-3-small-sfx"
+    env = user_env(tmp_path / "bentoml")
+    del env["HF_HUB_OFFLINE"]
+    result = subprocess.run(
+        [sys.executable, "-m", "models", "import", repo],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: cannot reach the Hugging Face hub to download {repo}")
+    assert "Check the network (gated repos also need HF_TOKEN)" in line
+    assert not (tmp_path / "bentoml" / "models").exists()
+
+
 def test_sa3_hub_repos_and_their_aliases_are_known() -> None:
     for variant in ("small-sfx", "small-music", "medium"):
         for base in ("", "-base"):
