@@ -18,11 +18,13 @@ import logging
 import threading
 import time
 from collections.abc import Hashable
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 
 from .audio import FloatAudio
+from .cancellation import current_token
 from .engine import AudioEngine, EngineRequest, ProgressCallback, SamplingParams
+from .errors import RequestAbandonedError
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ class Batcher:
         self.max_wait = max_wait
         self.budget_seconds = budget_seconds
         self._groups: dict[GroupKey, _Group] = {}
+        self.abandoned = 0  # requests taken out of the queue because their client left
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(
@@ -104,8 +107,36 @@ class Batcher:
         sampling: SamplingParams,
         progress: ProgressCallback | None = None,
     ) -> BatchedAudio:
-        """Generate one request (coalesced with whatever is compatible); wait for it."""
-        return self.submit(request, sampling, progress).result()
+        """Generate one request (coalesced with whatever is compatible); wait for it.
+
+        When the caller's context holds a ``CancelToken`` (the HTTP edge's: its client has
+        gone) that is cancelled while the request still waits for a batch, the request
+        leaves the queue and this raises RequestAbandonedError.
+        """
+        future = self.submit(request, sampling, progress)
+        token = current_token.get()
+        if token is None:
+            return future.result()
+        forget = token.on_cancel(lambda: self.cancel(future))
+        try:
+            return future.result()
+        except CancelledError as e:
+            raise RequestAbandonedError("The client went away before its request ran.") from e
+        finally:
+            forget()
+
+    def cancel(self, future: Future[BatchedAudio]) -> bool:
+        """Take a queued request out of its batch; False once it has started (it finishes)."""
+        with self._cond:
+            for key, group in list(self._groups.items()):
+                for pending in group.items:
+                    if pending.future is future:
+                        group.items.remove(pending)
+                        if not group.items:
+                            del self._groups[key]
+                        self.abandoned += 1
+                        return future.cancel()
+        return False
 
     def generate(
         self,
@@ -134,6 +165,11 @@ class Batcher:
         """Pop the oldest group that is full or has waited long enough (lock held)."""
         now = time.monotonic()
         for key, group in sorted(self._groups.items(), key=lambda kv: kv[1].opened):
+            # A future cancelled by its owner (not through ``cancel``) gives up its slot here.
+            group.items = [p for p in group.items if not p.future.cancelled()]
+            if not group.items:
+                del self._groups[key]
+                continue
             waited = now - group.opened >= self.max_wait
             if self._closed or waited or len(group.items) >= group.max_items:
                 batch, rest = group.items[: group.max_items], group.items[group.max_items :]

@@ -111,6 +111,12 @@ class IdempotencyKeyReusedError(StableAudioError):
         self.job_id = job_id
 
 
+class RequestAbandonedError(StableAudioError):
+    """The client went away before its request ran; the work was dropped (HTTP 499)."""
+
+    public = True
+
+
 class StorageError(StableAudioError):
     """Writing or reading an output file failed.
 

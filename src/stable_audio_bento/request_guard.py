@@ -12,14 +12,23 @@ native ``/api/...`` APIs alike), so that a hostile body costs a few microseconds
   422 in pydantic's shape, as the schema would give, before any parsing into models.
 
 Errors use the documented envelope ``{"error": {message, type, param, code}}``.
+
+On the sync generation paths (``cancel_paths``) the guard also watches the connection once the
+body is in: a client that disconnects cancels the request's ``CancelToken``, and a request
+still waiting for its batch is dropped (``cancellation``). Task and job submissions are not
+watched: their work outlives the request that queued it, by design.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from .cancellation import CancelToken, current_token
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -28,6 +37,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PROMPT_FIELDS = ("input", "prompt", "negative_prompt")
+# Where the client waits for the audio in the response: a client that leaves wants none.
+SYNC_GENERATION_PATHS = frozenset(
+    {"/v1/audio/generate", "/v1/audio/generations", "/generate", "/api/generate"}
+)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -157,11 +170,16 @@ class RequestGuard:
         max_body_bytes: int = 64 * 1024,
         max_upload_bytes: int = 51 * 1024 * 1024,
         max_prompt_chars: int = 2000,
+        cancel_paths: frozenset[str] = SYNC_GENERATION_PATHS,
+        upload_json_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
+        # Routes whose JSON bodies carry a file as base64: bounded like uploads (plus a third).
+        self.upload_json_paths = upload_json_paths
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes
         self.max_prompt_chars = max_prompt_chars
+        self.cancel_paths = cancel_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") not in _BODY_METHODS:
@@ -170,9 +188,12 @@ class RequestGuard:
         content_type = _content_type(scope)
         is_json = _is_json(content_type)
         limit = self.max_body_bytes if is_json else self.max_upload_bytes
+        base64_upload = is_json and scope.get("path") in self.upload_json_paths
+        if base64_upload:
+            limit = self.max_upload_bytes * 4 // 3 + self.max_body_bytes
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await self._too_large(send, limit, is_json)
+            await self._too_large(send, limit, is_json and not base64_upload)
             return
         if not is_json:
             await self._stream_bounded(scope, receive, send, limit)
@@ -186,7 +207,7 @@ class RequestGuard:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > limit:
-                await self._too_large(send, limit, is_json)
+                await self._too_large(send, limit, not base64_upload)
                 return
         if body:
             try:
@@ -196,7 +217,44 @@ class RequestGuard:
                 return
             if await self._prompt_too_long(value, send):
                 return
-        await self.app(scope, _replay(bytes(body), receive), send)
+        if scope["path"] not in self.cancel_paths:
+            await self.app(scope, _replay(bytes(body), receive), send)
+            return
+        await self._watched(scope, bytes(body), receive, send)
+
+    async def _watched(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
+        """Run the app with a CancelToken that a disconnect of the client cancels."""
+        token = CancelToken()
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    gone.set()
+                    token.cancel()
+                    return
+
+        delivered = False
+
+        async def app_receive() -> Message:
+            # The body was read already; after it, the app (if it asks) learns of the disconnect.
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        watcher = asyncio.ensure_future(watch())
+        reset = current_token.set(token)
+        try:
+            await self.app(scope, app_receive, send)
+        finally:
+            current_token.reset(reset)
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
 
     async def _too_large(self, send: Send, limit: int, is_json: bool) -> None:
         what = "JSON body" if is_json else "upload"

@@ -25,6 +25,7 @@ from ..errors import (
     ModelLoadError,
     ModelNotFoundError,
     QueueFullError,
+    RequestAbandonedError,
     StableAudioError,
     StorageError,
     UploadTooLargeError,
@@ -73,6 +74,9 @@ def map_error(error: StableAudioError) -> JSONResponse:
             None,
             **{"Retry-After": str(error.retry_after)},
         )
+    if isinstance(error, RequestAbandonedError):
+        # nginx's "client closed request": nobody reads it, but the access log says what it was.
+        return error_response(499, str(error), "BadRequestError")
     if isinstance(error, GenerationError):
         # The vLLM-Omni document answers "did not produce audio output" with 400.
         return error_response(400, str(error), "BadRequestError")
