@@ -29,6 +29,7 @@ from stable_audio_bento.concurrency import ConcurrencyLimit  # noqa: E402
 from stable_audio_bento.errors import StableAudioError  # noqa: E402
 from stable_audio_bento.http import audio_response, create_app, map_error  # noqa: E402
 from stable_audio_bento.lifecycle import exit_when_orphaned, requeue_on_sigterm  # noqa: E402
+from stable_audio_bento.native_errors import NativeApiErrors, task_validator  # noqa: E402
 from stable_audio_bento.request_guard import RequestGuard  # noqa: E402
 from stable_audio_bento.schemas import AudioGenerateRequest  # noqa: E402
 from stable_audio_bento.settings import Settings  # noqa: E402
@@ -105,13 +106,21 @@ class StableAudio:
         return result  # type: ignore[return-value]
 
 
-# Outermost first: the in-flight bound, the key (who is calling), then the body bounds.
+def _plan_task(raw: bytes) -> object:
+    """What a task's run would check first (schema, model, limits), at submit; loads nothing."""
+    request = AudioGenerateRequest.model_validate_json(raw)
+    return app.state.runtime.generator.plan(request.to_params())
+
+
+# Outermost first: the in-flight bound, the key (who is calling), native API errors in our
+# shape, then the body bounds.
 StableAudio.add_asgi_middleware(
     ConcurrencyLimit, limit=settings.max_concurrency, retry_after=settings.job_retry_after
 )
 StableAudio.add_asgi_middleware(
     ApiKeyMiddleware, keys=settings.api_keys, admin_keys=settings.admin_api_keys
 )
+StableAudio.add_asgi_middleware(NativeApiErrors, validate=task_validator(_plan_task))
 StableAudio.add_asgi_middleware(
     RequestGuard,
     max_body_bytes=settings.max_body_kb * 1024,

@@ -1,0 +1,178 @@
+"""BentoML's native APIs (``/api/...``) in our error shape, and a task validated at submit.
+
+BentoML answers its own APIs' errors in shapes of its own: a ``BentoMLException`` 4xx as
+``[{"error": "<our envelope, as a JSON string>"}]``, a validation error as
+``{"error": "1 validation error for ...", "detail": [...]}``, a 500 as ``{"error": "An
+unexpected error..."}``, the task endpoints as ``{"error": "task_id not found"}``. This ASGI
+middleware rewrites every error answer on those paths into the documented envelope
+``{"error": {message, type, param, code}}``, keeping the status.
+
+BentoML also accepts any body at ``{task}/submit`` and fails the task later; ``validate``
+(given the raw body) runs first, so a bad task is refused at submit with the status and the
+message the sync API would give (``task_validator``: the schema, then the generation plan:
+model, lengths, steps; no model is loaded).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from .request_guard import ASGIApp, Message, Receive, Scope, Send, envelope, send_json
+
+TYPES = {
+    400: "BadRequestError",
+    401: "AuthenticationError",
+    404: "NotFoundError",
+    409: "ConflictError",
+    413: "BadRequestError",
+    422: "BadRequestError",
+    429: "RateLimitError",
+    503: "ServiceUnavailableError",
+}
+# ``validate(raw body)``: None to go on, or (status, error body) to refuse the task with.
+Validate = Callable[[bytes], tuple[int, bytes] | None]
+
+
+def task_validator(plan: Callable[[bytes], object]) -> Validate:
+    """A ``Validate`` from ``plan(raw)``, which raises pydantic's or the package's errors."""
+    from pydantic import ValidationError
+
+    from .errors import StableAudioError
+    from .http.errors import map_error
+
+    def validate(raw: bytes) -> tuple[int, bytes] | None:
+        try:
+            plan(raw)
+        except ValidationError as e:
+            first = e.errors(include_url=False)[0]
+            param = _field(first.get("loc"))
+            message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+            return 400, envelope(400, message, "BadRequestError", param)
+        except StableAudioError as e:
+            response = map_error(e)
+            return response.status_code, bytes(response.body)
+        return None
+
+    return validate
+
+
+def _field(loc: Any) -> str | None:
+    parts = [str(p) for p in (loc or []) if p not in ("body", "root")]
+    return ".".join(parts) or None
+
+
+def to_envelope(status: int, raw: bytes) -> bytes:
+    """Any of BentoML's error bodies (or ours) as the documented envelope, same status."""
+    type_ = TYPES.get(status, "InternalServerError" if status >= 500 else "BadRequestError")
+    try:
+        body: Any = json.loads(raw)
+    except ValueError:
+        text = raw.decode("utf-8", "replace").strip() or f"HTTP {status}"
+        return envelope(status, text, type_)
+    if isinstance(body, list) and len(body) == 1 and isinstance(body[0], dict):
+        body = body[0]  # BentoMLException 4xx: a one-item list
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, str):
+            try:  # our own envelope, passed through BentoMLException as its message
+                inner = json.loads(error)
+            except ValueError:
+                inner = None
+            if isinstance(inner, dict) and isinstance(inner.get("error"), dict):
+                return json.dumps(inner).encode()
+        if isinstance(error, dict) and {"message", "type", "code"} <= set(error):
+            return raw  # already ours
+        detail = body.get("detail")
+        if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+            first = detail[0]
+            param = _field(first.get("loc"))
+            message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+            return envelope(status, message, type_, param)
+        if isinstance(error, str):
+            param = "task_id" if "task_id" in error or "task " in error else None
+            return envelope(status, error, type_, param)
+    return envelope(status, f"HTTP {status}", type_)
+
+
+class NativeApiErrors:
+    """ASGI middleware for paths under ``prefix`` (BentoML's native APIs)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        prefix: str = "/api/",
+        submit_suffix: str = "/submit",
+        validate: Validate | None = None,
+    ) -> None:
+        self.app = app
+        self.prefix = prefix
+        self.submit_suffix = submit_suffix
+        self.validate = validate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        if self.validate is not None and path.endswith(self.submit_suffix):
+            receive, refused = await self._check_submit(receive)
+            if refused is not None:
+                await send_json(send, refused[0], to_envelope(*refused))
+                return
+        await self.app(scope, receive, _rewriting(send))
+
+    async def _check_submit(self, receive: Receive) -> tuple[Receive, tuple[int, bytes] | None]:
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        raw = bytes(body)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            return await receive()
+
+        assert self.validate is not None
+        return replay, self.validate(raw)
+
+
+def _rewriting(send: Send) -> Send:
+    """A ``send`` that buffers an error response's body and sends it as the envelope."""
+    state: dict[str, Any] = {"start": None, "body": bytearray()}
+
+    async def rewrite(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            if message["status"] < 400:
+                state["start"] = False
+                await send(message)
+            else:
+                state["start"] = message
+            return
+        if message["type"] != "http.response.body" or state["start"] is False:
+            await send(message)
+            return
+        state["body"] += message.get("body", b"")
+        if message.get("more_body", False):
+            return
+        start: Message = state["start"]
+        body = to_envelope(start["status"], bytes(state["body"]))
+        headers = [
+            (k, v)
+            for k, v in start.get("headers", [])
+            if k.lower() not in (b"content-length", b"content-type")
+        ]
+        headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return rewrite

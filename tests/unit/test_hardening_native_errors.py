@@ -1,0 +1,152 @@
+"""BentoML's own error bodies on the native APIs, rewritten into the documented envelope."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from stable_audio_bento.native_errors import NativeApiErrors, task_validator, to_envelope
+
+OURS = {"error": {"message": "The model `x` does not exist.", "type": "NotFoundError"}}
+OURS["error"].update(param="model", code=404)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        # A BentoMLException 4xx: our envelope as a JSON string in a one-item list.
+        (404, [{"error": json.dumps(OURS)}], OURS),
+        (
+            400,
+            {
+                "error": "1 validation error for Input",
+                "detail": [{"type": "missing", "loc": ["input"], "msg": "Field required"}],
+            },
+            {
+                "error": {
+                    "message": "input: Field required",
+                    "type": "BadRequestError",
+                    "param": "input",
+                    "code": 400,
+                }
+            },
+        ),
+        (
+            500,
+            {"error": "An unexpected error has occurred, please check the server log."},
+            {
+                "error": {
+                    "message": "An unexpected error has occurred, please check the server log.",
+                    "type": "InternalServerError",
+                    "param": None,
+                    "code": 500,
+                }
+            },
+        ),
+        (
+            404,
+            {"error": "task_id not found"},
+            {
+                "error": {
+                    "message": "task_id not found",
+                    "type": "NotFoundError",
+                    "param": "task_id",
+                    "code": 404,
+                }
+            },
+        ),
+        (429, OURS, OURS),  # already ours: unchanged
+    ],
+)
+def test_bentoml_shapes_become_the_envelope(status: int, body: Any, expected: Any) -> None:
+    assert json.loads(to_envelope(status, json.dumps(body).encode())) == expected
+
+
+def test_plain_text_becomes_the_envelope() -> None:
+    out = json.loads(to_envelope(503, b"Service Unavailable"))
+    assert out["error"] == {
+        "message": "Service Unavailable",
+        "type": "ServiceUnavailableError",
+        "param": None,
+        "code": 503,
+    }
+
+
+def run(middleware: NativeApiErrors, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path, "headers": []}
+    asyncio.run(middleware(scope, receive, send))
+    start = sent[0]
+    headers = {k.decode(): v.decode() for k, v in start["headers"]}
+    return start["status"], headers, b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def bentoml_like(status: int, body: Any, content_type: bytes = b"application/json") -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(raw))]
+        headers.append((b"x-request-id", b"r1"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": raw})
+
+    return app
+
+
+def test_errors_on_native_paths_are_rewritten_and_successes_pass() -> None:
+    wrapped = NativeApiErrors(bentoml_like(404, [{"error": json.dumps(OURS)}]))
+    status, headers, body = run(wrapped, "/api/generate", b"{}")
+    assert (status, json.loads(body)) == (404, OURS)
+    assert headers["content-length"] == str(len(body)) and headers["x-request-id"] == "r1"
+    audio = NativeApiErrors(bentoml_like(200, b"RIFF....", b"audio/wav"))
+    assert run(audio, "/api/generate", b"{}")[2] == b"RIFF...."
+    other = NativeApiErrors(bentoml_like(404, {"detail": "Not Found"}))
+    assert json.loads(run(other, "/jobs/x", b"")[2]) == {"detail": "Not Found"}  # not native
+
+
+def test_a_task_is_validated_at_submit() -> None:
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from stable_audio_bento.errors import InvalidRequestError
+
+    class Body(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        input: str = Field(min_length=1)
+        audio_length: float = 1.0
+
+    def plan(raw: bytes) -> None:
+        body = Body.model_validate_json(raw)
+        if body.audio_length > 10:
+            raise InvalidRequestError("audio_length must be at most 10", "audio_length")
+
+    ran: list[bool] = []
+
+    async def task_app(scope: Any, receive: Any, send: Any) -> None:
+        ran.append(True)
+        await bentoml_like(200, {"task_id": "t", "status": "in_progress"})(scope, receive, send)
+
+    middleware = NativeApiErrors(task_app, validate=task_validator(plan))
+    status, _, body = run(middleware, "/api/generate_async/submit", b'{"audio_length": 2}')
+    assert status == 400 and json.loads(body)["error"]["param"] == "input"
+    status, _, body = run(
+        middleware, "/api/generate_async/submit", b'{"input": "x", "audio_length": 20}'
+    )
+    assert status == 400 and json.loads(body)["error"] == {
+        "message": "audio_length must be at most 10",
+        "type": "BadRequestError",
+        "param": "audio_length",
+        "code": 400,
+    }
+    assert ran == []  # neither reached BentoML's task store
+    status, _, body = run(middleware, "/api/generate_async/submit", b'{"input": "x"}')
+    assert (status, json.loads(body)["task_id"], ran) == (200, "t", [True])
