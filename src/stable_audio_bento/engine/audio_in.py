@@ -67,8 +67,9 @@ def splice(generated: FloatAudio, request: EngineRequest, sample_rate: int) -> F
     """The source outside the regions, ``generated`` (at the source's level) inside them.
 
     The gain that brings ``generated`` to the source's level is measured where both cover the
-    kept audio (a decoder reproduces the source there). The result is scaled down only if it
-    would clip; otherwise the kept samples are the source's exactly.
+    kept audio (a decoder reproduces the source there), and capped so the new audio stays
+    under full scale. The kept samples are the source's exactly, unless the source itself
+    clips (then everything is scaled under full scale).
     """
     source = np.asarray(request.init_audio, dtype=np.float32)
     count = generated.shape[-1]
@@ -83,9 +84,11 @@ def splice(generated: FloatAudio, request: EngineRequest, sample_rate: int) -> F
         theirs = float(np.sqrt(np.mean(source[:, kept] ** 2)))
         if ours > 0 and theirs > 0:
             gain = float(np.clip(theirs / ours, *GAIN_LIMITS))
-    else:  # nothing kept: level the new audio like text-to-audio output
-        peak = float(np.max(np.abs(generated))) if generated.size else 0.0
-        gain = DEFAULT_PEAK / peak if peak > 0 else 1.0
+    # The new audio never peaks past full scale (less 2 %): a crest the source's level would
+    # push over is turned down, in the new part only.
+    new_peak = float(np.max(np.abs(generated[:, weights > 0]))) if (weights > 0).any() else 0.0
+    if new_peak > 0:
+        gain = DEFAULT_PEAK / new_peak if not kept.any() else min(gain, DEFAULT_PEAK / new_peak)
     out: FloatAudio = (source * (1 - weights) + generated * (gain * weights)).astype(np.float32)
     peak = float(np.max(np.abs(out))) if out.size else 0.0
     if peak > 1.0:
