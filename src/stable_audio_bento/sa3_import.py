@@ -115,6 +115,7 @@ def import_sa3_hub(
     Call inside ``model_import.import_hub``'s error mapping: hub errors become one clear line.
     """
     from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import GatedRepoError
 
     config = json.loads(config_path.read_text())
     encoder_repo = _text_encoder_repo(config)
@@ -126,10 +127,17 @@ def import_sa3_hub(
         # hf_hub_download shows a progress bar per file.
         weights = hf_hub_download(repo_id, "model.safetensors", revision=revision, token=token)
         (source / "model.safetensors").symlink_to(Path(weights).resolve())
-        _download_text_encoder(encoder_repo, encoder, token)
-        if not checkpoint_has_text_encoder(source / "model.safetensors"):
-            path = hf_hub_download(encoder_repo, TEXT_ENCODER_WEIGHTS, token=token)
-            (encoder / TEXT_ENCODER_WEIGHTS).symlink_to(Path(path).resolve())
+        try:
+            _download_text_encoder(encoder_repo, encoder, token)
+            if not checkpoint_has_text_encoder(source / "model.safetensors"):
+                path = hf_hub_download(encoder_repo, TEXT_ENCODER_WEIGHTS, token=token)
+                (encoder / TEXT_ENCODER_WEIGHTS).symlink_to(Path(path).resolve())
+        except GatedRepoError as e:
+            hint = "set HF_TOKEN" if not token else "accept its terms on its hub page"
+            raise ImportSourceError(
+                f"{encoder_repo} (the T5Gemma text encoder of {repo_id}) is gated: "
+                f"{hint} and try again"
+            ) from e
         entry = Path(tmp) / "entry"
         facts = convert_hub_dir(source, entry)
         name = name or repo_id.split("/")[-1]

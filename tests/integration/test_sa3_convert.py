@@ -88,6 +88,16 @@ def test_every_hub_key_maps_as_the_parity_manifest_says() -> None:
     assert any(n.startswith("pretransform.model.") for n in reordered)
 
 
+def test_plain_attention_keeps_the_qkv_rows() -> None:
+    """The small models' DiT is not differential: its fused q | k | v rows stay as they are."""
+    attn = "model.diffusion.config.attn_kwargs"
+    config = _config_with(attn, {"qk_norm": "rms", "differential": False})
+    plans = plan_keys(read_config(config), sorted(MANIFEST["keys"]))
+    dit_qkv = [p for n, p in plans.items() if n.endswith("self_attn.to_qkv.weight")]
+    assert {p.transform for p in dit_qkv if p.component == "transformer"} == {"copy"}
+    assert {p.transform for p in dit_qkv if p.component == "vae"} == {"qkv_reorder"}
+
+
 def test_mapped_shapes_fit_the_diffusers_modules() -> None:
     from diffusers import AutoencoderSAME, StableAudio3DiTModel, StableAudio3DurationEmbedder
 
