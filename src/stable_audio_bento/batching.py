@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Hashable
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from .audio import FloatAudio
@@ -84,7 +84,12 @@ class Batcher:
         sampling: SamplingParams,
         progress: ProgressCallback | None = None,
     ) -> Future[BatchedAudio]:
-        """Queue one request; the future resolves to its audio or raises its error."""
+        """Queue one request; the future resolves to its audio or raises its error.
+
+        When the caller's context holds a ``CancelToken`` (``cancellation``) that is cancelled
+        while the request still waits for a batch, it leaves the queue and the future raises
+        RequestAbandonedError.
+        """
         info = self.engine.info
         info.check_request(request)
         pending = _Pending(request, progress)
@@ -99,6 +104,11 @@ class Batcher:
                 )
             group.items.append(pending)
             self._cond.notify_all()
+        token = current_token.get()
+        if token is not None:
+            # The HTTP edge's token (its client has gone): leave the queue if still in it.
+            forget = token.on_cancel(lambda: self.cancel(pending.future))
+            pending.future.add_done_callback(lambda _: forget())
         return pending.future
 
     def run(
@@ -107,35 +117,30 @@ class Batcher:
         sampling: SamplingParams,
         progress: ProgressCallback | None = None,
     ) -> BatchedAudio:
-        """Generate one request (coalesced with whatever is compatible); wait for it.
-
-        When the caller's context holds a ``CancelToken`` (the HTTP edge's: its client has
-        gone) that is cancelled while the request still waits for a batch, the request
-        leaves the queue and this raises RequestAbandonedError.
-        """
-        future = self.submit(request, sampling, progress)
-        token = current_token.get()
-        if token is None:
-            return future.result()
-        forget = token.on_cancel(lambda: self.cancel(future))
-        try:
-            return future.result()
-        except CancelledError as e:
-            raise RequestAbandonedError("The client went away before its request ran.") from e
-        finally:
-            forget()
+        """Generate one request (coalesced with whatever is compatible); wait for it."""
+        return self.submit(request, sampling, progress).result()
 
     def cancel(self, future: Future[BatchedAudio]) -> bool:
-        """Take a queued request out of its batch; False once it has started (it finishes)."""
+        """Take a queued request out of its batch; its future raises RequestAbandonedError.
+
+        False once it has started (it finishes with its batch) or is done.
+        """
         with self._cond:
-            for key, group in list(self._groups.items()):
-                for pending in group.items:
-                    if pending.future is future:
-                        group.items.remove(pending)
-                        if not group.items:
-                            del self._groups[key]
-                        self.abandoned += 1
-                        return future.cancel()
+            if not self._remove(future):
+                return False
+            self.abandoned += 1
+        future.set_exception(RequestAbandonedError("The client went away before its request ran."))
+        return True
+
+    def _remove(self, future: Future[BatchedAudio]) -> bool:
+        """Drop the queued request of ``future`` (lock held); False if it is not queued."""
+        for key, group in self._groups.items():
+            for pending in group.items:
+                if pending.future is future:
+                    group.items.remove(pending)
+                    if not group.items:
+                        del self._groups[key]
+                    return True
         return False
 
     def generate(
