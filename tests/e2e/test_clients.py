@@ -83,9 +83,10 @@ def test_every_example_is_checked() -> None:
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.title for e in EXAMPLES])
-def test_example_runs(example: Example, server: BentoServer, tmp_path: Path) -> None:
+def test_example_runs(example: Example, surface_server: BentoServer, tmp_path: Path) -> None:
+    """Each example on the server's default model: the SAO demo, then the SA3 demo."""
     assert example.code.count(DOC_URL) == 1, "each example names the server address once"
-    code = example.code.replace(DOC_URL, server.url)
+    code = example.code.replace(DOC_URL, surface_server.url)
     result = subprocess.run(
         [sys.executable, "-"],
         input=code,

@@ -237,14 +237,21 @@ def small_server(
 
 @pytest.fixture(params=["server", "redis_s3_server"], ids=["sqlite-local", "redis-s3"])
 def any_server(request: pytest.FixtureRequest) -> BentoServer:
-    """Both job stores and both storages."""
+    """Both job stores and both storages (and, where a test asks, the SA3 demo's server)."""
     server: BentoServer = request.getfixturevalue(request.param)
     return server
 
 
 # ------------------------------------------------------------------------------ the flow
+@pytest.mark.parametrize(
+    "any_server",
+    ["server", "redis_s3_server", "sa3_server"],
+    ids=["sqlite-local", "redis-s3", "sa3-demo"],
+    indirect=True,
+)
 def test_job_lifecycle(any_server: BentoServer) -> None:
     base = any_server.url
+    default_model = httpx.get(f"{base}/health", timeout=30).json()["default_model"]
     body = {**FAST, "seed": 1234, "prompt": "a dog barks twice"}
     created = submit(base, body)
     assert created["status"] == "queued"
@@ -257,7 +264,7 @@ def test_job_lifecycle(any_server: BentoServer) -> None:
     assert job["progress"] == {"step": 4, "total": 4}
     assert (job["seed"], job["request"]["seed"]) == (1234, 1234)
     assert job["request"]["prompt"] == "a dog barks twice"
-    assert (job["model"], job["response_format"]) == ("stable-audio-demo", "wav")
+    assert (job["model"], job["response_format"]) == (default_model, "wav")
     assert (job["sample_rate"], job["duration"], job["attempts"]) == (RATE, 1.0, 1)
     assert job["worker"]
     created_at, started_at, finished_at = (
