@@ -19,9 +19,11 @@ $(STAMP): requirements/lock.txt requirements/dev.txt pyproject.toml
 
 install: $(STAMP)
 
-# Serve the demo model (imported into the BentoML store the first time) on port $(PORT).
+# Serve the demo models (imported into the BentoML store the first time) on port $(PORT): the
+# Stable Audio Open demo ("demo", the default) and the Stable Audio 3 one ("demo-sa3").
 serve: $(STAMP)
 	@$(PY) -m models list | grep -q '^stable-audio-demo:' || $(PY) -m models import demo
+	@$(PY) -m models list | grep -q '^stable-audio-3-demo:' || $(PY) -m models import demo-sa3
 	BENTOML_DO_NOT_TRACK=True $(VENV)/bin/bentoml serve . --port $(PORT)
 
 # What the tests start for real: ffprobe, redis-server, a headless Chromium.
