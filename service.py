@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 # huggingface_hub reads its cache and offline settings once, at import: set them first.
 from stable_audio_bento.hub_cache import prepare_offline_hub
@@ -22,12 +22,14 @@ prepare_offline_hub()
 import bentoml  # noqa: E402
 from bentoml.exceptions import BentoMLException  # noqa: E402
 from bentoml.validators import ContentType  # noqa: E402
-from starlette.responses import Response  # noqa: E402
+from starlette.middleware.cors import CORSMiddleware  # noqa: E402
 
 from stable_audio_bento.auth import ApiKeyMiddleware  # noqa: E402
 from stable_audio_bento.concurrency import ConcurrencyLimit  # noqa: E402
 from stable_audio_bento.errors import StableAudioError  # noqa: E402
-from stable_audio_bento.http import audio_response, create_app, map_error  # noqa: E402
+from stable_audio_bento.http import create_app, map_error  # noqa: E402
+from stable_audio_bento.http.cors import cors_options  # noqa: E402
+from stable_audio_bento.http.native import write_error, write_output  # noqa: E402
 from stable_audio_bento.lifecycle import exit_when_orphaned, requeue_on_sigterm  # noqa: E402
 from stable_audio_bento.native_errors import NativeApiErrors, task_validator  # noqa: E402
 from stable_audio_bento.request_guard import RequestGuard  # noqa: E402
@@ -42,12 +44,19 @@ app = create_app()
 AudioFile = Annotated[Path, ContentType("audio/*")]
 
 
+def _send(ctx: bentoml.Context, path: Path, headers: dict[str, str]) -> Path:
+    """``path`` as the response body, with ``headers`` (BentoML adds ctx's to its response)."""
+    for name, value in headers.items():
+        ctx.response.headers[name] = value
+    return path
+
+
 class ApiError(BentoMLException):
     """Carries an HTTP status chosen by ``map_error`` through BentoML's API layer."""
 
     def __init__(self, error: StableAudioError) -> None:
         response = map_error(error)
-        super().__init__(response.body.decode())
+        super().__init__(bytes(response.body).decode())
         self.error_code = HTTPStatus(response.status_code)
 
 
@@ -83,27 +92,28 @@ class StableAudio:
         return self.runtime.ready
 
     @bentoml.api(route="/api/generate")
-    def generate(self, request: AudioGenerateRequest, /) -> AudioFile:
+    def generate(self, request: AudioGenerateRequest, /, ctx: bentoml.Context) -> AudioFile:
         """Generate audio; the body is a vLLM-Omni Audio Generate request."""
         try:
             result = self.runtime.generate(request.to_params())
         except StableAudioError as e:
             raise ApiError(e) from e
-        return audio_response(result)  # type: ignore[return-value]
+        return _send(ctx, *write_output(result, ctx.temp_dir))
 
     @bentoml.task(route="/api/generate_async")
     def generate_async(self, request: AudioGenerateRequest, /, ctx: bentoml.Context) -> AudioFile:
         """The same generation as a BentoML task (submit, then poll status and get)."""
         try:
-            response = audio_response(self.runtime.generate(request.to_params()))
+            return _send(
+                ctx, *write_output(self.runtime.generate(request.to_params()), ctx.temp_dir)
+            )
         except Exception as e:
             # BentoML 1.4 leaves a task whose function raises `in_progress` forever; answering
             # with an error status ends it `failed` instead, with the error body as its result.
             error = e if isinstance(e, StableAudioError) else StableAudioError(str(e))
-            response = map_error(error)
-        ctx.response.status_code = response.status_code
-        result: Response = response
-        return result  # type: ignore[return-value]
+            path, status = write_error(error, ctx.temp_dir)
+            ctx.response.status_code = status
+            return _send(ctx, path, {"content-type": "application/json"})
 
 
 def _plan_task(raw: bytes) -> object:
@@ -112,16 +122,22 @@ def _plan_task(raw: bytes) -> object:
     return app.state.runtime.generator.plan(request.to_params())
 
 
+# The decorators made StableAudio a bentoml Service; mypy cannot see through them.
+service: Any = StableAudio
+if (cors := cors_options(settings)) is not None:
+    # Outside the key check, so that a 401 also carries the CORS headers a browser needs to
+    # read it; preflights (OPTIONS) never need a key.
+    service.add_asgi_middleware(CORSMiddleware, **cors)
 # Outermost first: the in-flight bound, the key (who is calling), native API errors in our
 # shape, then the body bounds.
-StableAudio.add_asgi_middleware(
+service.add_asgi_middleware(
     ConcurrencyLimit, limit=settings.max_concurrency, retry_after=settings.job_retry_after
 )
-StableAudio.add_asgi_middleware(
+service.add_asgi_middleware(
     ApiKeyMiddleware, keys=settings.api_keys, admin_keys=settings.admin_api_keys
 )
-StableAudio.add_asgi_middleware(NativeApiErrors, validate=task_validator(_plan_task))
-StableAudio.add_asgi_middleware(
+service.add_asgi_middleware(NativeApiErrors, validate=task_validator(_plan_task))
+service.add_asgi_middleware(
     RequestGuard,
     max_body_bytes=settings.max_body_kb * 1024,
     max_upload_bytes=int((settings.max_upload_mb + 1) * 2**20),

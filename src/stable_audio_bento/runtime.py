@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import replace
 from typing import Any
 
+from .archive import ZIP_EXTENSION
+from .engine import model_info
 from .errors import (
     IdempotencyKeyReusedError,
     ModelLoadError,
     ModelNotFoundError,
     StableAudioError,
 )
+from .formats import FORMATS
 from .generation import AudioGenerator, GeneratedAudio, Plan
 from .jobs.models import Job, JobOutput
 from .jobs.store import JobStore, job_store_from_settings
 from .jobs.worker import JobWorker
 from .registry import ModelRegistry
-from .schemas import GenerationParams, GenerationsRequest
+from .schemas import GenerationParams
 from .settings import Settings
 from .storage import Storage, storage_from_settings
 
@@ -49,6 +54,8 @@ class Runtime:
             sweep_interval=min(600.0, settings.job_retention_seconds / 4),
         )
         self.ready = False
+        # The device models run on: the requested one until a model has loaded and said.
+        self.device: str = settings.device
 
     def start(self) -> None:
         """Preload models, then start taking jobs (queued ones from before a restart too)."""
@@ -63,6 +70,7 @@ class Runtime:
                     "which is not in the model store"
                 ) from e
         self.registry.preload()
+        self.device = self._default_device()
         self.worker.start()
         self.ready = True
 
@@ -79,31 +87,39 @@ class Runtime:
         return self.generator.generate(params, progress)
 
     # ------------------------------------------------------------------------ jobs
-    def submit_job(self, body: GenerationsRequest, idempotency_key: str | None = None) -> Job:
-        """Validate now (bad requests never queue), fix the seed, queue the job.
+    def submit_job(self, params: GenerationParams, idempotency_key: str | None = None) -> Job:
+        """Validate now (bad requests never queue), fix the seeds, queue the job.
 
-        A reused ``idempotency_key`` returns its job when the body is the same request (a
-        retry), and raises IdempotencyKeyReusedError when it is a different one.
+        The job keeps the normalised parameters (``GenerationParams.to_record``), so a job
+        runs the same whichever API queued it and whichever release runs it. A reused
+        ``idempotency_key`` returns its job when the parameters are the same (a retry), and
+        raises IdempotencyKeyReusedError when they differ.
         """
-        plan: Plan = self.generator.plan(body.to_params())
-        request = body.model_dump()
-        request["seed"] = plan.seed
+        plan: Plan = self.generator.plan(params)
+        fixed = replace(params, seed=plan.seed)
         new = Job(
             model=plan.entry.name,
-            response_format=body.response_format,
+            response_format=params.response_format,
             seed=plan.seed,
-            request=request,
+            seeds=plan.seeds,
+            params=fixed.to_record(),
+            mode=plan.request.mode,
+            output_count=len(plan.requests),
             progress_total=plan.sampling.steps,
             idempotency_key=idempotency_key,
         )
         job = self.jobs.create(new)
         if idempotency_key is not None and job.id != new.id:
-            sent = body.model_dump()
-            if sent["seed"] == -1:  # a retry of a random-seed request cannot know the seed
-                sent["seed"] = job.request.get("seed")
-            if sent != job.request:
+            # A retry of a random-seed request cannot know the seed its first try drew.
+            sent = fixed if params.seed not in (None, -1) else replace(params, seed=job.seed)
+            if sent.to_record() != job.params:
                 raise IdempotencyKeyReusedError(idempotency_key, job.id)
         return job
+
+    @staticmethod
+    def job_params(job: Job) -> GenerationParams:
+        """What a job runs: its parameters record, or an older release's request body."""
+        return GenerationParams.from_record(job.params or job.request)
 
     def run_job(
         self,
@@ -114,33 +130,91 @@ class Runtime:
         """The worker's entry point: the same pipeline as the sync APIs."""
         if is_canceled():
             raise JobCanceled("canceled before it started")
-        params = GenerationsRequest.model_validate(job.request).to_params()
-        result = self.generator.generate(params, progress)
+        result = self.generator.generate(self.job_params(job), progress)
         if is_canceled():
             # A coalesced batch is shared with other requests, so a cancel takes effect when
             # the batch ends; the audio is discarded.
             raise JobCanceled("canceled while running")
         return JobOutput(
-            data=result.encoded.data,
-            format=result.encoded.format.name,
+            data=result.body(),
+            format=ZIP_EXTENSION if result.count > 1 else result.encoded.format.name,
             seed=result.seed,
             sample_rate=result.encoded.sample_rate,
             duration=result.encoded.duration,
+            output_count=result.count,
         )
 
+    # ---------------------------------------------------------------------- health
     def health(self) -> dict[str, Any]:
-        models = self.registry.describe()
+        """The stable-audio-api server's fields first, then ours (rich model records under
+        ``models``, the format registry under ``formats``)."""
+        described = self.registry.describe()
+        default = described["default_model"]
+        loaded = described["loaded_models"]
+        cap = self.settings.max_duration
+        models = [self._model_record(m) for m in described["available_models"]]
+        limits: dict[str, float] = {}
+        for m in models:
+            limit = round(min(m["max_seconds"] or cap, cap), 3)
+            for name in (m["name"], *m["aliases"]):
+                limits.setdefault(name, limit)
         return {
-            "status": "ok" if self.ready else "starting",
-            **models,
+            "status": "ok" if self.ready else "loading",
+            "model": default,
+            "device": self.device,
+            "loaded": default in loaded,
+            "storage_backend": self.storage_backend,
+            "available_models": [m["name"] for m in models],
+            "loaded_models": loaded,
+            "preload_models": described["preloaded_models"],
+            "model_duration_limits_seconds": limits,
+            "max_duration_seconds": cap,
+            "max_steps": self.settings.max_steps,
+            "max_batch_size": self.settings.max_outputs,
+            # Ours.
+            "default_model": default,
+            "preloaded_models": described["preloaded_models"],
+            "models": models,
+            "formats": [
+                {
+                    "name": f.name,
+                    "media_type": f.media_type,
+                    "extension": f.extension,
+                    "description": f.description,
+                    "sample_rate": f.sample_rate,
+                    "lossy": f.lossy,
+                }
+                for f in FORMATS.values()
+            ],
             "limits": {
-                "max_duration": self.settings.max_duration,
+                "max_duration": cap,
                 "max_steps": self.settings.max_steps,
-                "models": {
-                    m["name"]: {"max_seconds": m["max_seconds"]} for m in models["available_models"]
-                },
+                "max_outputs": self.settings.max_outputs,
+                "models": {m["name"]: {"max_seconds": m["max_seconds"]} for m in models},
             },
+            "coalescing": {"max_batch_size": self.settings.max_batch_size},
             "jobs": {"queued": self.jobs.count_queued(), "store": self.settings.job_store},
-            "storage": "s3" if self.settings.storage_bucket else "local",
+            "storage": self.storage_backend,
             "auth": self.settings.auth_enabled,
         }
+
+    def _default_device(self) -> str:
+        with suppress(ModelNotFoundError):
+            default = self.registry.resolve(None).name
+            if default in self.registry.loaded_names():  # borrowed, never loaded here
+                with self.registry.use(default) as loaded:
+                    return loaded.engine.device
+        return self.settings.device
+
+    @property
+    def storage_backend(self) -> str:
+        return "s3" if self.settings.storage_bucket else "local"
+
+    def _model_record(self, described: dict[str, Any]) -> dict[str, Any]:
+        """A model's store description plus what its config says it can do."""
+        record = dict(described)
+        try:
+            info = model_info(self.registry.resolve(described["name"]))
+        except StableAudioError:  # a broken entry still shows, without capabilities
+            return record
+        return {**record, **info.describe(), "max_seconds": round(info.max_seconds, 3)}

@@ -1,41 +1,68 @@
 """Request and response schemas of the public API.
 
-Two request shapes follow the reference documents (vLLM-Omni's Audio Generate API and the
-stable-audio-api README); both convert to one internal ``GenerationParams``.
+Two request shapes follow the reference servers (vLLM-Omni's Audio Generate API and the
+stable-audio-api server); both convert to one internal ``GenerationParams``, which is also what
+a job stores (versioned, see ``to_record`` / ``from_record``).
+
+Like both peers, a body may carry fields neither knows: they are ignored (the response names
+them in ``X-Ignored-Fields``), or refused with a 422 when ``STABLE_AUDIO_STRICT_REQUESTS`` is
+on. Types are strict: ``true`` is not a length and ``"8"`` is not a step count.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import secrets
-from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from . import limits
 from .formats import FormatName
 
-SEED_MAX = 2**32 - 1
+Scalar = float | int | bool | str
 Seed = Annotated[
     int,
-    Field(ge=-1, le=SEED_MAX, description="Random seed; -1 or omitted picks one at random."),
+    Field(ge=-1, le=limits.SEED_MAX, description="Random seed; -1 or omitted picks one at random."),
 ]
 
 
 def resolve_seed(seed: int | None) -> int:
     """The seed a request runs with: its own, or a fresh random one for None / -1."""
     if seed is None or seed < 0:
-        return secrets.randbelow(SEED_MAX + 1)
+        return secrets.randbelow(limits.SEED_MAX + 1)
     return seed
 
 
-VLLM_FIELDS = {
-    "prompt": "input",
-    "seconds_start": "audio_start",
-    "seconds_total": "audio_length",
-    "steps": "num_inference_steps",
-    "cfg_scale": "guidance_scale",
+def output_seeds(seed: int, count: int) -> list[int]:
+    """The seeds of ``count`` outputs of one request: ``seed``, ``seed + 1``, ... (wrapping)."""
+    return [(seed + i) % (limits.SEED_MAX + 1) for i in range(count)]
+
+
+VLLM_API = "vllm-omni"
+STABLE_API = "stable-audio-api"
+# Internal field -> the client's name for it, per API, so that errors name the client's field.
+FIELD_NAMES: dict[str, dict[str, str]] = {
+    VLLM_API: {
+        "prompt": "input",
+        "seconds_start": "audio_start",
+        "seconds_total": "audio_length",
+        "steps": "num_inference_steps",
+        "cfg_scale": "guidance_scale",
+    },
+    STABLE_API: {
+        "seconds_total": "duration",
+        "outputs": "batch_size",
+        "duration_padding": "duration_padding_sec",
+    },
 }
-STABLE_API_FIELDS = {"seconds_total": "duration"}
+VLLM_FIELDS = FIELD_NAMES[VLLM_API]
+STABLE_API_FIELDS = FIELD_NAMES[STABLE_API]
+
+PARAMS_VERSION = 2
+_KEY_RE = re.compile(rf"^[A-Za-z_][A-Za-z0-9_]{{0,{limits.SAMPLER_KWARGS_KEY_MAX_CHARS - 1}}}$")
 
 
 @dataclass(frozen=True)
@@ -53,25 +80,114 @@ class GenerationParams:
     sampler: str | None = None
     response_format: FormatName = "wav"
     speed: float = 1.0
-    # Internal field -> the name the client used, so errors name the client's field.
-    field_names: dict[str, str] = field(default_factory=dict)
+    outputs: int = 1
+    apg_scale: float | None = None
+    padding_seconds: float | None = None
+    sampler_kwargs: tuple[tuple[str, Scalar], ...] = ()
+    chunked_decode: bool = False
+    # Which API the request came in through: errors name that API's fields.
+    api: str = VLLM_API
+
+    @property
+    def field_names(self) -> dict[str, str]:
+        return FIELD_NAMES.get(self.api, {})
+
+    def to_record(self) -> dict[str, Any]:
+        """What a job stores: every field, versioned, independent of the API it came from."""
+        record = asdict(self)
+        record["sampler_kwargs"] = dict(self.sampler_kwargs)
+        return {"version": PARAMS_VERSION, **record}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> GenerationParams:
+        """A stored record back; a record without a version is a job queued by an older
+        release, which stored the stable-audio-api body (``duration`` None: the window)."""
+        if "version" not in record:
+            return cls(
+                prompt=record["prompt"],
+                model=record.get("model"),
+                negative_prompt=record.get("negative_prompt"),
+                seconds_total=record.get("duration"),
+                steps=record.get("steps"),
+                cfg_scale=record.get("cfg_scale"),
+                seed=record.get("seed"),
+                response_format=record.get("response_format", "wav"),
+                api=STABLE_API,
+            )
+        values = {k: v for k, v in record.items() if k in cls.__dataclass_fields__}
+        values["sampler_kwargs"] = tuple(sorted(dict(values.get("sampler_kwargs") or {}).items()))
+        return cls(**values)
 
 
-class AudioGenerateRequest(BaseModel):
+def _not_blank(value: str, field_name: str) -> str:
+    if not value.strip():
+        raise ValueError(f"{field_name} must not be blank")
+    return value
+
+
+def check_sampler_kwargs(value: dict[str, Scalar] | None) -> dict[str, Scalar] | None:
+    """Scalars only, a few short keys, none the server sets itself (steps, seed, ...)."""
+    if value is None:
+        return None
+    if len(value) > limits.SAMPLER_KWARGS_MAX_KEYS:
+        raise ValueError(f"at most {limits.SAMPLER_KWARGS_MAX_KEYS} keys, got {len(value)}")
+    for key, item in value.items():
+        if not _KEY_RE.match(key):
+            raise ValueError(f"key {key!r} is not a name (letters, digits, _; at most 64)")
+        if key in limits.RESERVED_SAMPLER_KWARGS:
+            raise ValueError(f"key {key!r} is reserved: the server sets it (use its own field)")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{key} must be a finite number")
+        if isinstance(item, str) and len(item) > limits.SAMPLER_KWARGS_STR_MAX_CHARS:
+            raise ValueError(f"{key} is longer than {limits.SAMPLER_KWARGS_STR_MAX_CHARS} chars")
+    return value
+
+
+class CompatRequest(BaseModel):
+    """Shared config: strict types, unknown fields kept aside (``ignored_fields``)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    @property
+    def ignored_fields(self) -> list[str]:
+        """Fields of the body that no API knows, in the order sent."""
+        return list(self.model_extra or {})
+
+
+class AudioGenerateRequest(CompatRequest):
     """``POST /v1/audio/generate`` (vLLM-Omni), also the body of the native BentoML APIs."""
-
-    model_config = ConfigDict(extra="forbid")
 
     input: str = Field(min_length=1, description="Text prompt describing the audio.")
     model: str | None = Field(default=None, description="Model name, alias or repo id.")
     response_format: FormatName = Field(default="wav", description="Audio format.")
-    speed: float = Field(default=1.0, ge=0.25, le=4.0, description="Playback speed.")
+    speed: float = Field(
+        default=1.0,
+        ge=limits.SPEED_MIN,
+        le=limits.SPEED_MAX,
+        description="Playback speed (pitch-preserving stretch).",
+    )
+    stream_format: Literal["sse", "audio"] | None = Field(
+        default="audio", description="'audio' (the file in the body); 'sse' is not supported."
+    )
     audio_length: float | None = Field(default=None, gt=0, description="Seconds of audio.")
     audio_start: float = Field(default=0.0, ge=0, description="Start time in seconds.")
     negative_prompt: str | None = Field(default=None, description="What to avoid.")
-    guidance_scale: float | None = Field(default=None, ge=0, le=100)
-    num_inference_steps: int | None = Field(default=None, ge=1)
+    guidance_scale: float | None = Field(default=None, ge=0, le=limits.GUIDANCE_SCALE_MAX)
+    num_inference_steps: int | None = Field(default=None, ge=1, le=limits.INFERENCE_STEPS_MAX)
     seed: Seed | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _input_not_blank(cls, value: str) -> str:
+        return _not_blank(value, "input")
+
+    @field_validator("stream_format")
+    @classmethod
+    def _no_sse(cls, value: str | None) -> str | None:
+        # vLLM-Omni's answer, word for word.
+        if value == "sse":
+            raise ValueError("'sse' is not a supported stream_format yet. Please use 'audio'.")
+        return value
 
     def to_params(self) -> GenerationParams:
         return GenerationParams(
@@ -85,23 +201,60 @@ class AudioGenerateRequest(BaseModel):
             seed=self.seed,
             response_format=self.response_format,
             speed=self.speed,
-            field_names=VLLM_FIELDS,
+            api=VLLM_API,
         )
 
 
-class GenerationsRequest(BaseModel):
+class GenerationsRequest(CompatRequest):
     """``POST /v1/audio/generations``, ``POST /generate`` and ``POST /jobs`` (stable-audio-api)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     prompt: str = Field(min_length=1, description="Text prompt describing the audio.")
     model: str | None = Field(default=None, description="Model name, alias or repo id.")
-    duration: float | None = Field(default=None, gt=0, description="Seconds of audio.")
-    steps: int | None = Field(default=None, ge=1, description="Sampling steps.")
-    cfg_scale: float | None = Field(default=None, ge=0, le=100, description="CFG scale.")
-    seed: Seed = -1
     negative_prompt: str | None = Field(default=None, description="What to avoid.")
+    duration: float = Field(
+        default=limits.STABLE_API_DEFAULT_DURATION, gt=0, description="Seconds of audio."
+    )
+    steps: int | None = Field(default=None, ge=1, description="Sampling steps.")
+    cfg_scale: float | None = Field(
+        default=None, ge=0, le=limits.CFG_SCALE_MAX, description="CFG scale."
+    )
+    batch_size: int = Field(
+        default=1,
+        ge=1,
+        description="Outputs of this request (at most STABLE_AUDIO_MAX_OUTPUTS); more than one "
+        "comes back as a zip of 01.<ext>, 02.<ext>, ... with seeds seed, seed+1, ...",
+    )
+    seed: Seed = -1
+    chunked_decode: bool = Field(
+        default=False, description="Bounded-memory decode (ours always is; accepted)."
+    )
+    apg_scale: float | None = Field(
+        default=None,
+        ge=0,
+        le=limits.APG_SCALE_MAX,
+        description="Adaptive projected guidance, on models that have it.",
+    )
+    duration_padding_sec: float | None = Field(
+        default=None,
+        ge=0,
+        le=limits.DURATION_PADDING_MAX,
+        description="Seconds generated past the end and cut off, on models that honour it "
+        f"(default {limits.DEFAULT_DURATION_PADDING:g} there).",
+    )
+    sampler_kwargs: dict[str, Scalar] | None = Field(
+        default=None, description="Extra sampler settings (scalars) the model accepts."
+    )
     response_format: FormatName = Field(default="wav", description="Audio format.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        return _not_blank(value, "prompt")
+
+    @field_validator("sampler_kwargs")
+    @classmethod
+    def _scalar_kwargs(cls, value: dict[str, Scalar] | None) -> dict[str, Scalar] | None:
+        return check_sampler_kwargs(value)
 
     def to_params(self) -> GenerationParams:
         return GenerationParams(
@@ -113,7 +266,12 @@ class GenerationsRequest(BaseModel):
             cfg_scale=self.cfg_scale,
             seed=self.seed,
             response_format=self.response_format,
-            field_names=STABLE_API_FIELDS,
+            outputs=self.batch_size,
+            apg_scale=self.apg_scale,
+            padding_seconds=self.duration_padding_sec,
+            sampler_kwargs=tuple(sorted((self.sampler_kwargs or {}).items())),
+            chunked_decode=self.chunked_decode,
+            api=STABLE_API,
         )
 
 
@@ -139,3 +297,22 @@ class ErrorResponse(BaseModel):
     """The documented error envelope: ``{"error": {message, type, param, code}}``."""
 
     error: ErrorBody
+
+
+def stable_api_body(params: GenerationParams) -> dict[str, Any]:
+    """``params`` in the stable-audio-api request's names (what a job record shows)."""
+    return {
+        "prompt": params.prompt,
+        "model": params.model,
+        "negative_prompt": params.negative_prompt,
+        "duration": params.seconds_total,
+        "steps": params.steps,
+        "cfg_scale": params.cfg_scale,
+        "batch_size": params.outputs,
+        "seed": params.seed,
+        "chunked_decode": params.chunked_decode,
+        "apg_scale": params.apg_scale,
+        "duration_padding_sec": params.padding_seconds,
+        "sampler_kwargs": dict(params.sampler_kwargs) or None,
+        "response_format": params.response_format,
+    }

@@ -75,6 +75,22 @@ class Settings(BaseSettings):
     # Request limits
     max_duration: float = Field(default=380.0, gt=0, description="API-wide cap in seconds.")
     max_steps: int = Field(default=500, ge=1, description="API-wide cap on sampling steps.")
+    max_outputs: int = Field(
+        default=4,
+        ge=1,
+        description="Outputs one request may ask for (stable-audio-api batch_size); /health "
+        "reports it as max_batch_size, as that server does.",
+    )
+    strict_requests: bool = Field(
+        default=False,
+        description="Refuse fields no API knows with a 422 (off: ignored, as both reference "
+        "servers do, and named in the X-Ignored-Fields header and the log).",
+    )
+    cors_origins: CommaList = Field(
+        default_factory=list,
+        description="Origins that browsers may call the API from, comma-separated ('*': any). "
+        "Empty: no CORS headers.",
+    )
     max_upload_mb: float = Field(
         default=50.0, gt=0, description="Largest uploaded audio file, MiB (413 past it)."
     )
@@ -171,7 +187,7 @@ class Settings(BaseSettings):
     def _admin_keys(cls, value: object) -> object:
         return _split_commas(value)
 
-    @field_validator("preload_models", "api_keys", mode="before")
+    @field_validator("preload_models", "api_keys", "cors_origins", mode="before")
     @classmethod
     def _comma_lists(cls, value: object) -> object:
         return _split_commas(value)

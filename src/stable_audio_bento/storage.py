@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
+from .archive import OUTPUT_FILE_TYPES
 from .errors import StorageError
-from .formats import FORMATS
 
 if TYPE_CHECKING:
     from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
-_EXTENSIONS = "|".join(sorted({fmt.extension for fmt in FORMATS.values()}))
+_EXTENSIONS = "|".join(sorted({ext for ext, _ in OUTPUT_FILE_TYPES.values()}))
 # Job ids are ``secrets.token_hex(16)``; nothing else is ever a valid output name.
 OUTPUT_KEY_RE = re.compile(rf"^[0-9a-f]{{32}}\.(?:{_EXTENSIONS})$")
 
@@ -49,8 +49,8 @@ _TRANSIENT_CODES = frozenset(
 
 def output_key(job_id: str, format_name: str) -> str:
     """The storage key of a job's output: ``{job_id}.{ext}`` (StorageError if either is invalid)."""
-    fmt = FORMATS.get(format_name)
-    key = f"{job_id}.{fmt.extension}" if fmt else ""
+    kind = OUTPUT_FILE_TYPES.get(format_name)
+    key = f"{job_id}.{kind[0]}" if kind else ""
     if not OUTPUT_KEY_RE.match(key):
         raise StorageError(f"Invalid output name for job `{job_id}` and format `{format_name}`.")
     return key
@@ -185,7 +185,7 @@ class S3Storage:
     def save(self, job_id: str, format_name: str, data: bytes) -> str:
         key = output_key(job_id, format_name)
         name = self.object_name(key)
-        content_type = FORMATS[format_name].media_type
+        content_type = OUTPUT_FILE_TYPES[format_name][1]
         attempt = 0
         while True:
             attempt += 1

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.e2e
 
 DEMO = "stable-audio-demo"  # the demo's store name; "demo" is its alias
 PUBLIC_URL = "https://audio.example.com/stable-audio"  # the keyed server's, as behind a proxy
+ORIGIN = "https://studio.example.org"  # the keyed server lets browsers on this origin call it
 DEMO_WINDOW = 2097152 / 44100  # 47.55 s: models/demo/model_config.json sample_size / rate
 TIMEOUT = 300.0
 
@@ -202,7 +203,9 @@ def test_422_literal_error_for_unknown_format(server: BentoServer) -> None:
         ({"input": "x", "seed": 2**32}, "seed", "less_than_equal"),
         ({"input": "x", "audio_length": -1}, "audio_length", "greater_than"),
         ({"input": "x", "num_inference_steps": 0}, "num_inference_steps", "greater_than_equal"),
-        ({"input": "x", "colour": "red"}, "colour", "extra_forbidden"),
+        ({"input": "   "}, "input", "value_error"),
+        ({"input": "x", "audio_length": True}, "audio_length", "float_type"),
+        ({"input": "x", "stream_format": "sse"}, "stream_format", "value_error"),
     ],
 )
 def test_422_validation_detail(
@@ -328,11 +331,21 @@ def test_stable_api_jobs_example(server: BentoServer) -> None:
 
 def test_health_lists_models_and_limits(server: BentoServer) -> None:
     health = httpx.get(f"{server.url}/health").json()
+    # The stable-audio-api server's fields, as its web client reads them.
     assert health["status"] == "ok"
+    assert health["model"] == DEMO
+    assert (health["device"], health["loaded"], health["storage_backend"]) == ("cpu", True, "local")
+    assert DEMO in health["available_models"]
+    assert DEMO in health["preload_models"]
+    assert DEMO in health["loaded_models"]
+    limits = health["model_duration_limits_seconds"]
+    assert limits[DEMO] == limits["small-sfx"] == pytest.approx(DEMO_WINDOW, abs=1e-3)
+    assert (health["max_duration_seconds"], health["max_steps"]) == (380, 500)
+    assert health["max_batch_size"] == 4
+    # Ours: the rich model records under their own key.
     assert health["default_model"] == DEMO
     assert DEMO in health["preloaded_models"]
-    assert DEMO in health["loaded_models"]
-    (demo,) = [m for m in health["available_models"] if m["name"] == DEMO]
+    (demo,) = [m for m in health["models"] if m["name"] == DEMO]
     assert demo["max_seconds"] == pytest.approx(DEMO_WINDOW, abs=1e-3)
     assert (demo["sample_rate"], demo["channels"]) == (44100, 2)
     assert {"demo", "small-sfx", "stabilityai/stable-audio-3-medium"} <= set(demo["aliases"])
@@ -415,7 +428,10 @@ def test_open_server_says_so_at_start(server: BentoServer) -> None:
 def keyed_server(demo_tag: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
     workdir = tmp_path_factory.mktemp("keyed")
     env = serve_env(
-        workdir, STABLE_AUDIO_API_KEYS="key-one, key-two", STABLE_AUDIO_PUBLIC_URL=PUBLIC_URL
+        workdir,
+        STABLE_AUDIO_API_KEYS="key-one, key-two",
+        STABLE_AUDIO_PUBLIC_URL=PUBLIC_URL,
+        STABLE_AUDIO_CORS_ORIGINS=ORIGIN,
     )
     with bento_serve(env, workdir / "server.log") as running:
         yield running
@@ -478,3 +494,56 @@ def test_auth_each_key_works(keyed_server: BentoServer, key: str) -> None:
     assert_wav(response, 1.0)
     assert "STABLE_AUDIO_API_KEYS is not set" not in keyed_server.log()
     assert json.loads(httpx.get(f"{keyed_server.url}/health").text)["auth"] is True
+
+
+# -------------------------------------------------------------------------- CORS
+def preflight(server: BentoServer, origin: str) -> httpx.Response:
+    return httpx.options(
+        f"{server.url}/v1/audio/generations",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
+
+
+def test_cors_preflight_and_response_headers(keyed_server: BentoServer) -> None:
+    allowed = preflight(keyed_server, ORIGIN)
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.headers["access-control-allow-origin"] == ORIGIN
+    assert "POST" in allowed.headers["access-control-allow-methods"]
+    assert {"authorization", "content-type"} <= {
+        h.strip().lower() for h in allowed.headers["access-control-allow-headers"].split(",")
+    }
+    other = preflight(keyed_server, "https://elsewhere.example.net")
+    assert other.status_code == 400
+    assert "access-control-allow-origin" not in other.headers
+
+    # A browser script on the origin reads the audio's headers, and a 401's body.
+    body = {"prompt": "a bell", "duration": 1, "steps": 4}
+    auth = {"Origin": ORIGIN, "Authorization": "Bearer key-one"}
+    response = post(keyed_server, "/v1/audio/generations", body, headers=auth)
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == ORIGIN
+    exposed = response.headers["access-control-expose-headers"].lower()
+    assert {"x-seed", "x-output-count", "x-ignored-fields"} <= {
+        h.strip() for h in exposed.split(",")
+    }
+    refused = post(keyed_server, "/v1/audio/generations", body, headers={"Origin": ORIGIN})
+    assert refused.status_code == 401
+    assert refused.headers["access-control-allow-origin"] == ORIGIN
+
+
+def test_cors_off_by_default(server: BentoServer) -> None:
+    assert "access-control-allow-origin" not in preflight(server, ORIGIN).headers
+
+
+# ------------------------------------------------------------ fields no API knows
+def test_unknown_fields_are_ignored_and_named(server: BentoServer) -> None:
+    body = {"input": "x", "audio_length": 1, "voice": "alloy", "colour": "red"}
+    response = post(server, "/v1/audio/generate", body)
+    assert_wav(response, 1.0)
+    assert response.headers["x-ignored-fields"] == "voice,colour"
+    assert response.headers["x-output-count"] == "1"
+    assert "ignored fields no API knows: voice, colour" in server.log()

@@ -124,7 +124,7 @@ def record(artifacts_dir: Path, **values: Any) -> None:
 def check_serves_the_demo(server: BentoServer, demo_tag: str, tmp_path: Path) -> None:
     """The served bento sees the demo model (and only it), generates audio, serves its page."""
     health = httpx.get(f"{server.url}/health", timeout=30).json()
-    assert [m["tag"] for m in health["available_models"]] == [demo_tag]
+    assert [m["tag"] for m in health["models"]] == [demo_tag]
     assert health["loaded_models"] == ["stable-audio-demo"]
     response = httpx.post(
         f"{server.url}/v1/audio/generate",

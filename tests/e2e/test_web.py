@@ -184,7 +184,7 @@ def test_generate_progress_play_download(
     page: Page, server: BentoServer, artifacts_dir: Path
 ) -> None:
     health = httpx.get(f"{server.url}/health", timeout=30).json()
-    model = next(m for m in health["available_models"] if m["name"] == health["default_model"])
+    model = next(m for m in health["models"] if m["name"] == health["default_model"])
     open_ui(page, server)
 
     # The model's limits from /health are shown and used as the form's defaults.
@@ -196,9 +196,16 @@ def test_generate_progress_play_download(
     fill_form(page, "Gentle rain on a tin roof, distant thunder", duration="4", steps="60")
     page.fill("#negative_prompt", "music")
     page.fill("#cfg_scale", "5.5")
+    # The format radios are the server's registry, in its order.
+    radios = page.locator("input[name=response_format]")
+    assert [radios.nth(i).get_attribute("value") for i in range(radios.count())] == [
+        f["name"] for f in health["formats"]
+    ]
     page.focus("input[name=response_format][value=wav]")
     page.keyboard.press("ArrowRight")  # the format control is a keyboard-usable radio group
-    expect(page.locator("input[name=response_format][value=mp3]")).to_be_checked()
+    second = health["formats"][1]["name"]
+    expect(page.locator(f"input[name=response_format][value={second}]")).to_be_checked()
+    page.check("input[name=response_format][value=mp3]")
     page.click("#submit")
 
     expect(page.locator("#cancel")).to_be_visible()
@@ -268,16 +275,19 @@ def test_generate_progress_play_download(
     assert shown_seed(page) == job["seed"]
 
 
-def test_validation_errors_are_shown_in_words(page: Page, server: BentoServer) -> None:
+def test_validation_errors_are_shown_in_words(page: Page, surface_server: BentoServer) -> None:
+    server = surface_server  # its default model: the SAO demo (47.55 s), the SA3 demo (120 s)
+    health = httpx.get(f"{server.url}/health", timeout=30).json()
+    limit = health["model_duration_limits_seconds"][health["default_model"]]
     open_ui(page, server)
     before = job_count(server)
     error = page.locator("#error")
 
     # Beyond the model's window: the API's error envelope, next to the form, on the field.
-    fill_form(page, "A dog barking", duration="60")
+    fill_form(page, "A dog barking", duration=str(int(limit) + 13))
     page.click("#submit")
     expect(error).to_be_visible()
-    expect(error).to_contain_text("duration must be at most 47.55 seconds")
+    expect(error).to_contain_text(f"duration must be at most {limit:.2f} seconds")
     expect(page.locator("#duration")).to_have_attribute("aria-invalid", "true")
     expect(page.locator("#duration")).to_be_focused()
 

@@ -7,15 +7,19 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from stable_audio_bento.limits import SEED_MAX
 from stable_audio_bento.schemas import (
-    SEED_MAX,
+    STABLE_API,
     STABLE_API_FIELDS,
+    VLLM_API,
     VLLM_FIELDS,
     AudioGenerateRequest,
     ErrorResponse,
     GenerationParams,
     GenerationsRequest,
+    output_seeds,
     resolve_seed,
+    stable_api_body,
 )
 
 
@@ -66,7 +70,7 @@ def test_vllm_to_params_maps_every_field() -> None:
         sampler=None,
         response_format="flac",
         speed=1.5,
-        field_names=VLLM_FIELDS,
+        api=VLLM_API,
     )
 
 
@@ -102,9 +106,14 @@ def test_vllm_errors_name_the_clients_fields() -> None:
         ("audio_length", -1.0, "greater_than"),
         ("audio_start", -0.1, "greater_than_equal"),
         ("guidance_scale", -0.5, "greater_than_equal"),
-        ("guidance_scale", 100.5, "less_than_equal"),
+        ("guidance_scale", 1000.5, "less_than_equal"),
+        ("guidance_scale", True, "float_type"),
         ("num_inference_steps", 0, "greater_than_equal"),
-        ("num_inference_steps", 8.5, "int_from_float"),
+        ("num_inference_steps", 1001, "less_than_equal"),
+        ("num_inference_steps", 8.5, "int_type"),
+        ("num_inference_steps", "8", "int_type"),
+        ("input", "   ", "value_error"),
+        ("stream_format", "sse", "value_error"),
         ("seed", -2, "greater_than_equal"),
         ("seed", SEED_MAX + 1, "less_than_equal"),
         ("response_format", "ogg", "literal_error"),
@@ -122,8 +131,10 @@ def test_vllm_field_limits(field: str, value: object, error: str) -> None:
         ("speed", 4.0),
         ("audio_start", 0),
         ("guidance_scale", 0),
-        ("guidance_scale", 100),
+        ("guidance_scale", 1000),
         ("num_inference_steps", 1),
+        ("num_inference_steps", 1000),
+        ("stream_format", "audio"),
         ("num_inference_steps", 150),
         ("seed", -1),
         ("seed", 0),
@@ -149,20 +160,25 @@ def test_vllm_missing_input_is_an_error() -> None:
     assert error_types(AudioGenerateRequest, {"audio_length": 5}) == {("input",): "missing"}
 
 
-def test_vllm_unknown_fields_are_rejected() -> None:
-    # The stable-audio-api names are not silently ignored in the vLLM shape.
-    assert error_types(AudioGenerateRequest, {"input": "rain", "duration": 5, "steps": 8}) == {
-        ("duration",): "extra_forbidden",
-        ("steps",): "extra_forbidden",
-    }
+def test_vllm_unknown_fields_are_ignored_and_listed() -> None:
+    # As vLLM-Omni does; the route names them in X-Ignored-Fields (or refuses in strict mode).
+    request = AudioGenerateRequest.model_validate({"input": "rain", "duration": 5, "steps": 8})
+    assert request.ignored_fields == ["duration", "steps"]
+    assert request.to_params() == AudioGenerateRequest(input="rain").to_params()
 
 
 # -------------------------------------------------------------- stable-audio-api shape
 def test_stable_api_minimal_request_takes_the_documented_defaults() -> None:
     request = GenerationsRequest.model_validate({"prompt": "train horn"})
     assert request.model is None
-    assert request.duration is None
+    assert request.duration == 7.0  # the stable-audio-api server's default
     assert request.steps is None
+    assert (request.batch_size, request.chunked_decode) == (1, False)
+    assert (request.apg_scale, request.duration_padding_sec, request.sampler_kwargs) == (
+        None,
+        None,
+        None,
+    )
     assert request.cfg_scale is None
     assert request.seed == -1
     assert request.negative_prompt is None
@@ -194,9 +210,13 @@ def test_stable_api_to_params_maps_every_field() -> None:
         sampler=None,
         response_format="mp3",
         speed=1.0,
-        field_names=STABLE_API_FIELDS,
+        api=STABLE_API,
     )
-    assert STABLE_API_FIELDS == {"seconds_total": "duration"}
+    assert STABLE_API_FIELDS == {
+        "seconds_total": "duration",
+        "outputs": "batch_size",
+        "duration_padding": "duration_padding_sec",
+    }
 
 
 def test_stable_api_random_seed_stays_minus_one_until_planned() -> None:
@@ -210,7 +230,14 @@ def test_stable_api_random_seed_stays_minus_one_until_planned() -> None:
         ("duration", 0, "greater_than"),
         ("steps", 0, "greater_than_equal"),
         ("cfg_scale", -1, "greater_than_equal"),
-        ("cfg_scale", 101, "less_than_equal"),
+        ("cfg_scale", 20.5, "less_than_equal"),
+        ("duration", True, "float_type"),
+        ("duration", "7", "float_type"),
+        ("prompt", " \n", "value_error"),
+        ("batch_size", 0, "greater_than_equal"),
+        ("apg_scale", 10.5, "less_than_equal"),
+        ("duration_padding_sec", -1, "greater_than_equal"),
+        ("chunked_decode", 1, "bool_type"),
         ("seed", -2, "greater_than_equal"),
         ("seed", SEED_MAX + 1, "less_than_equal"),
         ("response_format", "ogg", "literal_error"),
@@ -227,23 +254,82 @@ def test_stable_api_seed_null_is_rejected() -> None:
     }
 
 
-def test_stable_api_unknown_fields_are_rejected() -> None:
-    assert error_types(GenerationsRequest, {"input": "rain"}) == {
-        ("prompt",): "missing",
-        ("input",): "extra_forbidden",
+def test_stable_api_unknown_fields_are_ignored() -> None:
+    assert error_types(GenerationsRequest, {"input": "rain"}) == {("prompt",): "missing"}
+    request = GenerationsRequest.model_validate({"prompt": "rain", "voice": "x"})
+    assert request.ignored_fields == ["voice"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"steps": 4}, "reserved"),
+        ({"seed": 1}, "reserved"),
+        ({"bad key": 1}, "not a name"),
+        ({"x": float("nan")}, "finite"),
+        ({"x": "y" * 300}, "longer than"),
+        ({f"k{i}": i for i in range(17)}, "at most 16"),
+    ],
+)
+def test_sampler_kwargs_scalars_only_no_reserved_keys(kwargs: dict[str, Any], words: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        GenerationsRequest.model_validate({"prompt": "x", "sampler_kwargs": kwargs})
+    (error,) = raised.value.errors()
+    assert error["loc"] == ("sampler_kwargs",)
+    assert words in error["msg"]
+
+
+def test_sampler_kwargs_of_scalars_are_kept_sorted() -> None:
+    body = {"prompt": "x", "sampler_kwargs": {"sigma_min": 0.5, "rho": 7, "s": "a", "b": True}}
+    params = GenerationsRequest.model_validate(body).to_params()
+    assert params.sampler_kwargs == (("b", True), ("rho", 7), ("s", "a"), ("sigma_min", 0.5))
+
+
+# ------------------------------------------------------------- the stored record
+def test_params_record_round_trips_and_is_versioned() -> None:
+    body = {
+        "prompt": "x",
+        "duration": 3,
+        "batch_size": 2,
+        "seed": 5,
+        "apg_scale": 2.0,
+        "duration_padding_sec": 1.5,
+        "sampler_kwargs": {"sigma_min": 0.5},
+        "chunked_decode": True,
+        "response_format": "flac",
     }
+    params = GenerationsRequest.model_validate(body).to_params()
+    record = params.to_record()
+    assert record["version"] == 2
+    assert GenerationParams.from_record(record) == params
+    vllm = AudioGenerateRequest(input="x", speed=2.0, audio_start=1.0).to_params()
+    assert GenerationParams.from_record(vllm.to_record()) == vllm
+    assert stable_api_body(params)["batch_size"] == 2
+
+
+def test_an_older_releases_job_body_reads_as_it_meant() -> None:
+    old = {"prompt": "x", "model": None, "duration": None, "steps": 4, "cfg_scale": None}
+    params = GenerationParams.from_record({**old, "seed": 3, "response_format": "mp3"})
+    assert (params.seconds_total, params.steps, params.seed) == (None, 4, 3)  # the window
+    assert (params.response_format, params.api) == ("mp3", STABLE_API)
+
+
+def test_output_seeds_count_up_and_wrap() -> None:
+    assert output_seeds(7, 3) == [7, 8, 9]
+    assert output_seeds(SEED_MAX, 2) == [SEED_MAX, 0]
 
 
 def test_both_shapes_publish_their_limits_in_the_json_schema() -> None:
     vllm = AudioGenerateRequest.model_json_schema()
-    assert vllm["additionalProperties"] is False
+    assert vllm["additionalProperties"] is True  # accepted and ignored
     assert vllm["required"] == ["input"]
     assert vllm["properties"]["speed"]["minimum"] == 0.25
     assert vllm["properties"]["speed"]["maximum"] == 4.0
     stable = GenerationsRequest.model_json_schema()
-    assert stable["additionalProperties"] is False
     assert stable["required"] == ["prompt"]
     assert stable["properties"]["seed"]["default"] == -1
+    assert stable["properties"]["duration"]["default"] == 7.0
+    assert stable["properties"]["cfg_scale"]["anyOf"][0]["maximum"] == 20
 
 
 # ------------------------------------------------------------------------- seeds

@@ -1,4 +1,9 @@
-"""The job API: queue a generation, poll it, list, cancel."""
+"""The job API: queue a generation, poll it, fetch its audio, list, cancel.
+
+A job record has the stable-audio-api server's fields (``mode``, ``duration``, ``steps``,
+``output_count``, ``completed_at``, ``download_url``, ``download_content_type``,
+``storage_backend``, ``storage_key``, ``sample_rate``, ``error``) and ours beside them.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,18 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
-from fastapi.responses import JSONResponse
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
+from ..archive import media_type_of
+from ..errors import StableAudioError, StorageError
 from ..jobs.models import Job
 from ..runtime import Runtime
-from ..schemas import GenerationsRequest
+from ..schemas import GenerationsRequest, stable_api_body
+from ..storage import LocalStorage
 from .deps import PublicBaseDep, RuntimeDep
+from .errors import error_response
+from .fields import ignored_fields_headers
 
 router = APIRouter(tags=["jobs"])
 
@@ -23,29 +34,45 @@ def _iso(ts: float | None) -> str | None:
 def job_view(job: Job, runtime: Runtime, base_url: str) -> dict[str, Any]:
     """The public job record."""
     base = base_url.rstrip("/")
-    view: dict[str, Any] = {
+    try:
+        params = runtime.job_params(job)
+        request: dict[str, Any] = stable_api_body(params)
+        requested: float | None = params.seconds_total
+    except (StableAudioError, KeyError, TypeError, ValueError):
+        request, requested = dict(job.request), None  # a record this release cannot read
+    ready = job.status == "succeeded" and job.result_key is not None
+    key = job.result_key if ready else None
+    return {
         "id": job.id,
         "status": job.status,
-        "status_url": f"{base}/jobs/{job.id}",
+        "mode": job.mode,
         "model": job.model,
-        "response_format": job.response_format,
-        "seed": job.seed,
-        "progress": {"step": job.progress_step, "total": job.progress_total},
+        "duration": job.duration if job.duration is not None else requested,
+        "steps": job.progress_total,
+        "output_count": job.output_count,
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
+        "completed_at": _iso(job.finished_at),
+        "download_url": runtime.storage.url(key, base) if key else None,
+        "download_content_type": media_type_of(key.rsplit(".", 1)[-1]) if key else None,
+        "error": job.error,
+        "storage_backend": runtime.storage_backend,
+        "storage_key": key,
+        "sample_rate": job.sample_rate,
+        # Ours.
+        "status_url": f"{base}/jobs/{job.id}",
+        "audio_url": f"{base}/jobs/{job.id}/audio",
+        "response_format": job.response_format,
+        "seed": job.seed,
+        "seeds": job.seeds or ([job.seed] if job.seed is not None else []),
+        "progress": {"step": job.progress_step, "total": job.progress_total},
         "finished_at": _iso(job.finished_at),
         "attempts": job.attempts,
         "worker": job.worker,
-        "request": job.request,
-        "error": job.error,
         "cancel_requested": job.cancel_requested,
-        "download_url": None,
+        "request": request,
+        "params": job.params or None,
     }
-    if job.status == "succeeded" and job.result_key:
-        view["download_url"] = runtime.storage.url(job.result_key, base)
-        view["sample_rate"] = job.sample_rate
-        view["duration"] = job.duration
-    return view
 
 
 @router.post("/jobs", status_code=202, summary="Queue a generation job")
@@ -55,9 +82,10 @@ def create_job(
     base: PublicBaseDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JSONResponse:
-    job = runtime.submit_job(body, idempotency_key)
+    headers = ignored_fields_headers(body, runtime.settings, "/jobs")
+    job = runtime.submit_job(body.to_params(), idempotency_key)
     view = job_view(job, runtime, base)
-    return JSONResponse(view, status_code=202, headers={"Location": view["status_url"]})
+    return JSONResponse(view, status_code=202, headers={**headers, "Location": view["status_url"]})
 
 
 @router.get("/jobs", summary="Recent jobs, newest first")
@@ -70,6 +98,33 @@ def list_jobs(
 @router.get("/jobs/{job_id}", summary="Job status and download URL")
 def get_job(job_id: str, runtime: RuntimeDep, base: PublicBaseDep) -> dict[str, Any]:
     return job_view(runtime.jobs.get(job_id), runtime, base)
+
+
+@router.get(
+    "/jobs/{job_id}/audio",
+    summary="The job's audio (409 until it has succeeded, 404 once it is gone)",
+    response_class=Response,
+)
+async def job_audio(job_id: str, runtime: RuntimeDep) -> Response:
+    job = await run_in_threadpool(runtime.jobs.get, job_id)
+    if job.status != "succeeded" or job.result_key is None:
+        reason = "is not finished" if not job.finished else "has no audio"
+        return error_response(
+            409, f"Job `{job_id}` {reason} (status: {job.status}).", "ConflictError", "id"
+        )
+    key = job.result_key
+    storage = runtime.storage
+    if not isinstance(storage, LocalStorage):
+        # Object storage serves its own objects: the presigned (or public) URL.
+        return RedirectResponse(await run_in_threadpool(storage.url, key, ""), status_code=307)
+    try:
+        path = await run_in_threadpool(storage.resolve, key)
+    except (StorageError, FileNotFoundError, ValueError):
+        return error_response(
+            404, f"The audio of job `{job_id}` is no longer kept.", "NotFoundError", "id"
+        )
+    media_type = media_type_of(path.suffix.removeprefix("."))
+    return FileResponse(path, media_type=media_type, filename=path.name)
 
 
 @router.post("/jobs/{job_id}/cancel", summary="Cancel a queued or running job")

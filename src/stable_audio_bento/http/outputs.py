@@ -6,8 +6,8 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 
+from ..archive import media_type_of
 from ..errors import StorageError
-from ..formats import FORMATS
 from ..storage import LocalStorage
 from .deps import RuntimeDep
 from .errors import error_response
@@ -24,6 +24,5 @@ async def output(key: str, runtime: RuntimeDep) -> Response:
         path = await run_in_threadpool(storage.resolve, key)
     except (StorageError, FileNotFoundError, ValueError):
         return error_response(404, f"no output named {key!r}", "NotFoundError", "key")
-    fmt = FORMATS.get(path.suffix.removeprefix("."))
-    media_type = fmt.media_type if fmt else "application/octet-stream"
+    media_type = media_type_of(path.suffix.removeprefix("."))
     return FileResponse(path, media_type=media_type, filename=path.name)

@@ -23,7 +23,18 @@ class Job(BaseModel):
 
     id: str = Field(default_factory=new_job_id)
     status: JobStatus = "queued"
-    request: dict[str, Any] = Field(default_factory=dict, description="Validated request body.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The normalised generation parameters, versioned "
+        "(GenerationParams.to_record), whatever API queued the job.",
+    )
+    request: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Jobs queued by older releases: the stable-audio-api body (no params).",
+    )
+    mode: str = "text-to-audio"
+    output_count: int = Field(default=1, description="Outputs (batch_size); >1 is a zip.")
+    seeds: list[int] = Field(default_factory=list, description="One seed per output.")
     model: str
     response_format: str = "wav"
     seed: int | None = Field(default=None, description="The seed used, once known.")
@@ -63,7 +74,8 @@ class JobOutput:
     """What a job run returns: encoded audio plus what the job record should say about it."""
 
     data: bytes
-    format: str
+    format: str  # an audio format name, or "zip" for several outputs
     seed: int
     sample_rate: int
     duration: float
+    output_count: int = 1

@@ -8,17 +8,7 @@ const HISTORY = "stable-audio.history";
 const HISTORY_MAX = 20;
 const POLL_MS = 300;
 const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
-const MIME = { wav: "audio/wav", mp3: "audio/mpeg", flac: "audio/flac", opus: "audio/ogg", aac: "audio/aac", pcm: "audio/wav" };
-const FORMAT_HINTS = {
-  wav: "16-bit PCM WAV, lossless.",
-  mp3: "MP3 at 192 kbit/s, plays everywhere.",
-  flac: "Lossless and about half the size of WAV.",
-  opus: "Ogg Opus at 48 kHz, small files.",
-  aac: "AAC-LC (ADTS) at 192 kbit/s; some browsers cannot play it.",
-  pcm: "Raw 16-bit samples without a header: the download is the raw file; the page adds a WAV header only to preview it.",
-};
-
-const state = { models: {}, job: null, shown: null, samples: null, url: null };
+const state = { models: {}, formats: {}, job: null, shown: null, samples: null, url: null };
 
 // ------------------------------------------------------------------------ storage
 function load(name, fallback) {
@@ -28,7 +18,7 @@ function save(name, value) {
   try { localStorage.setItem(name, JSON.stringify(value)); } catch { /* private mode: keep going */ }
 }
 const apiKey = () => load(KEY, "");
-const format = () => $("form").elements.response_format.value;
+const format = () => $("form").elements.response_format?.value || "wav";
 
 // ---------------------------------------------------------------------------- API
 class ApiError extends Error {
@@ -117,7 +107,9 @@ async function loadHealth() {
     state.limits = health.limits || {};
     const select = $("model");
     select.replaceChildren();
-    for (const m of health.available_models || []) {
+    renderFormats(health.formats || []);
+    // The rich per-model records are under "models"; "available_models" is the names only.
+    for (const m of health.models || []) {
       state.models[m.name] = m;
       const option = new Option(m.name, m.name, false, m.name === health.default_model);
       if (m.aliases?.length) option.title = `Also called ${m.aliases.join(", ")}`;
@@ -135,6 +127,35 @@ async function loadHealth() {
     pill.className = "pill err";
     showError(err);
   }
+}
+
+// ------------------------------------------------------------------------ formats
+// The radios come from the server's format registry, in its order; the first is the default.
+function renderFormats(formats) {
+  const box = $("formats");
+  const chosen = format();
+  box.replaceChildren();
+  formats.forEach((f, i) => {
+    state.formats[f.name] = f;
+    const label = document.createElement("label");
+    const input = Object.assign(document.createElement("input"), { type: "radio", name: "response_format", value: f.name });
+    input.checked = chosen ? f.name === chosen : i === 0;
+    input.addEventListener("change", formatHint);
+    const span = document.createElement("span");
+    span.textContent = f.name.toUpperCase();
+    label.append(input, span);
+    box.append(label);
+  });
+  if (!box.querySelector("input:checked") && box.querySelector("input")) box.querySelector("input").checked = true;
+  formatHint();
+}
+
+function formatHint() {
+  const f = state.formats[format()];
+  let text = f ? f.description : "";
+  if (f?.sample_rate) text += ` (always ${f.sample_rate / 1000} kHz)`;
+  if (f?.name === "pcm") text += "; the page adds a WAV header only to preview it";
+  $("format-hint").textContent = text ? `${text[0].toUpperCase()}${text.slice(1)}.` : "";
 }
 
 // ------------------------------------------------------------------------ API key
@@ -287,7 +308,8 @@ function metaRow(dl, label, value, id) {
 async function showResult(entry, play = false) {
   const bytes = await (await call(entry.url)).arrayBuffer();
   if (state.url) Object.values(state.url).forEach((u) => URL.revokeObjectURL(u));
-  const file = new Blob([bytes], { type: entry.format === "pcm" ? "application/octet-stream" : MIME[entry.format] });
+  const type = entry.format === "pcm" ? "application/octet-stream" : state.formats[entry.format]?.media_type;
+  const file = new Blob([bytes], type ? { type } : {});
   const playable = entry.format === "pcm" ? wavFromPcm(bytes, entry.sample_rate || 44100, entry.channels) : file;
   state.url = { file: URL.createObjectURL(file), play: URL.createObjectURL(playable) };
   state.shown = entry.id;
@@ -530,9 +552,6 @@ function init() {
   });
   $("cancel").addEventListener("click", cancel);
   $("model").addEventListener("change", applyModel);
-  const hint = () => { $("format-hint").textContent = FORMAT_HINTS[format()] || ""; };
-  for (const r of document.getElementsByName("response_format")) r.addEventListener("change", hint);
-  hint();
   $("seed-random").addEventListener("click", () => { $("seed").value = ""; $("seed").focus(); });
   $("seed-reuse").addEventListener("click", () => {
     const last = saved()[0];
