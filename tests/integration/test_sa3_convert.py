@@ -29,6 +29,7 @@ from stable_audio_bento.errors import ImportSourceError
 from stable_audio_bento.model_import import KNOWN_REPOS, import_source
 from stable_audio_bento.sa3_convert import convert_hub_dir
 from stable_audio_bento.sa3_layout import diffusers_configs, plan_keys, read_config
+from tests.fake_hub import FakeRepo, fake_hub
 from tests.servers import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -36,6 +37,8 @@ pytestmark = pytest.mark.integration
 DATA = Path(__file__).resolve().parents[1] / "data"
 MANIFEST: dict[str, Any] = json.loads((DATA / "sa3_key_manifest.json").read_text())
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "duration_embedder", "scheduler")
+SA3_REPO = "stabilityai/stable-audio-3-small-sfx"
+T5GEMMA_REPO = "google/t5gemma-b-b-ul2"
 
 
 def hub_state(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -126,6 +129,32 @@ def test_mapped_shapes_fit_the_diffusers_modules() -> None:
 
 
 # -------------------------------------------------- hub layout -> CLI -> store entry
+def hub_repos(hub: Path) -> dict[str, FakeRepo]:
+    """The SA3 repo (as on the hub: duration range up to 384 s) and its gated T5Gemma repo."""
+    config = json.loads((hub / "model_config.json").read_text())
+    for conditioner in config["model"]["conditioning"]["configs"]:
+        if conditioner["id"] == "seconds_total":
+            conditioner["config"]["max_val"] = 384
+    files = {
+        "model_config.json": json.dumps(config).encode(),
+        "model.safetensors": (hub / "model.safetensors").read_bytes(),
+        "README.md": b"gated",
+    }
+    return {
+        SA3_REPO: FakeRepo(files),
+        T5GEMMA_REPO: FakeRepo.from_dir(hub / "text_encoder", gated=True),
+    }
+
+
+def hub_env(home: Path, endpoint: str, token: str | None) -> dict[str, str]:
+    env = user_env(home)
+    del env["HF_HUB_OFFLINE"]
+    env.update(HF_ENDPOINT=endpoint, HF_HUB_CACHE=str(home.parent / "hf-cache"))
+    if token:
+        env["HF_TOKEN"] = token
+    return env
+
+
 @dataclass
 class Imported:
     hub: Path
@@ -133,6 +162,9 @@ class Imported:
     tag: str
     diffusers_source: Path
     diffusers_tag: str
+    hub_tag: str
+    hub_requests: list[str]
+    hub_sha: str
 
     def entry(self, tag: str) -> Path:
         name, version = tag.split(":")
@@ -145,32 +177,38 @@ class Imported:
 
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Imported]:
-    """Both layouts through ``python -m models import``, side by side in one private store."""
+    """Both local layouts and a (stand-in) hub repo through ``python -m models import``, side
+    by side in one private store."""
     root = tmp_path_factory.mktemp("sa3")
     hub = make_hub_dir(root / "hub-layout")
     diffusers_source = root / "diffusers-layout"
     convert_hub_dir(hub, diffusers_source)
     home = root / "bentoml"
-    commands = [
-        ["import", str(hub), "--name", "sa3-tiny"],
-        ["import", str(diffusers_source), "--name", "sa3-tiny-diffusers"],
-    ]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "models", *args],
-            cwd=REPO_ROOT,
-            env=user_env(home),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for args in commands
-    ]
-    outputs = [p.communicate(timeout=300) for p in procs]
+    repos = hub_repos(hub)
+    with fake_hub(repos) as (endpoint, requests):
+        commands = [
+            (["import", str(hub), "--name", "sa3-tiny"], user_env(home)),
+            (["import", str(diffusers_source), "--name", "sa3-tiny-diffusers"], user_env(home)),
+            (["import", SA3_REPO], hub_env(home, endpoint, "hf_token_with_access")),
+        ]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "models", *args],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for args, env in commands
+        ]
+        outputs = [p.communicate(timeout=300) for p in procs]
     for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
     tags = [out.strip() for out, _ in outputs]
-    yield Imported(hub, home, tags[0], diffusers_source, tags[1])
+    yield Imported(
+        hub, home, tags[0], diffusers_source, tags[1], tags[2], requests, repos[SA3_REPO].sha
+    )
 
 
 def test_hub_layout_import_writes_one_diffusers_entry(imported: Imported) -> None:
@@ -241,6 +279,55 @@ def test_diffusers_layout_import_copies_the_files(imported: Imported) -> None:
     assert meta["backend"] == "diffusers-sa3"
     assert meta["content_sha256"] == imported.metadata(imported.tag)["content_sha256"]
     assert (meta["max_seconds"], meta["steps"], meta["sampler"]) == (20.0, 8, "pingpong")
+
+
+def test_hub_repo_import_downloads_the_encoder_config_and_tokenizer(imported: Imported) -> None:
+    assert imported.hub_tag.startswith("stable-audio-3-small-sfx:")
+    meta = imported.metadata(imported.hub_tag)
+    assert meta["source"] == SA3_REPO
+    assert meta["revision"] == imported.hub_sha
+    assert meta["aliases"] == [SA3_REPO, "small-sfx", "stable-audio-3-small-sfx"]
+    assert meta["max_seconds"] == 120.0  # the small models' limit (their range is 384 s)
+    assert (meta["backend"], meta["steps"], meta["cfg_scale"]) == ("diffusers-sa3", 8, 1.0)
+    downloads = {
+        r.split("/resolve/", 1)[1]
+        for r in imported.hub_requests
+        if r.startswith("GET /") and "/resolve/" in r
+    }
+    # The T5Gemma weights are in the SA3 checkpoint: only its config and tokenizer are fetched.
+    assert {d.split("/", 1)[1] for d in downloads} == {
+        "model_config.json",
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    }
+    ours = entry_files(imported.entry(imported.hub_tag))
+    local = entry_files(imported.entry(imported.tag))
+    assert set(ours) == set(local)
+    assert (
+        ours["transformer/diffusion_pytorch_model.safetensors"]
+        == local["transformer/diffusion_pytorch_model.safetensors"]
+    )
+
+
+def test_gated_text_encoder_without_token_is_one_clear_error(tmp_path: Path) -> None:
+    hub = make_hub_dir(tmp_path / "hub")
+    with fake_hub(hub_repos(hub)) as (endpoint, _):
+        result = subprocess.run(
+            [sys.executable, "-m", "models", "import", SA3_REPO],
+            cwd=REPO_ROOT,
+            env=hub_env(tmp_path / "bentoml", endpoint, None),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: {T5GEMMA_REPO} (the T5Gemma text encoder of {SA3_REPO}) is gated: "
+        "set HF_TOKEN and try again"
+    ]
+    assert not (tmp_path / "bentoml" / "models").exists()
 
 
 def test_sa3_hub_import_without_network_is_one_clear_error(tmp_path: Path) -> None:
