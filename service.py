@@ -24,6 +24,7 @@ from bentoml.exceptions import BentoMLException  # noqa: E402
 from bentoml.validators import ContentType  # noqa: E402
 from starlette.middleware.cors import CORSMiddleware  # noqa: E402
 
+from stable_audio_bento.api_docs import ApiDocsMiddleware  # noqa: E402
 from stable_audio_bento.auth import ApiKeyMiddleware  # noqa: E402
 from stable_audio_bento.concurrency import ConcurrencyLimit  # noqa: E402
 from stable_audio_bento.errors import StableAudioError  # noqa: E402
@@ -129,7 +130,7 @@ if (cors := cors_options(settings)) is not None:
     # read it; preflights (OPTIONS) never need a key.
     service.add_asgi_middleware(CORSMiddleware, **cors)
 # Outermost first: the in-flight bound, the key (who is calling), native API errors in our
-# shape, then the body bounds.
+# shape, both OpenAPI documents completed, then the body bounds.
 service.add_asgi_middleware(
     ConcurrencyLimit, limit=settings.max_concurrency, retry_after=settings.job_retry_after
 )
@@ -137,6 +138,7 @@ service.add_asgi_middleware(
     ApiKeyMiddleware, keys=settings.api_keys, admin_keys=settings.admin_api_keys
 )
 service.add_asgi_middleware(NativeApiErrors, validate=task_validator(_plan_task))
+service.add_asgi_middleware(ApiDocsMiddleware)
 service.add_asgi_middleware(
     RequestGuard,
     max_body_bytes=settings.max_body_kb * 1024,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import Any
 
 import redis.exceptions
@@ -15,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (
     GenerationError,
@@ -135,10 +137,42 @@ async def _job_store_down(request: Request, exc: Exception) -> JSONResponse:
     return map_error(JobStoreUnavailableError(message, retry_after))
 
 
+def _methods_of(schema: dict[str, Any], path: str) -> list[str]:
+    """The methods the OpenAPI document lists for the route template ``path`` matches."""
+    methods: set[str] = set()
+    for template, item in schema.get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods |= {m.upper() for m in item if m in ("get", "post", "put", "patch", "delete")}
+    return sorted(methods)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own 404 / 405 in the envelope; a 405 lists every method of the path.
+
+    (Starlette's names only the first route that matched the path, so ``OPTIONS /jobs``
+    said ``Allow: POST`` although ``GET /jobs`` exists too.)
+    """
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        methods = _methods_of(request.app.openapi(), request.url.path)
+        if methods:
+            headers["Allow"] = ", ".join(methods)
+        message = f"{request.method} is not allowed on {request.url.path}"
+        return error_response(405, message, "BadRequestError", None, **headers)
+    if exc.status_code == 404:
+        message = f"No route {request.url.path}"
+        return error_response(404, message, "NotFoundError", None, **headers)
+    type_ = "InternalServerError" if exc.status_code >= 500 else "BadRequestError"
+    return error_response(exc.status_code, str(exc.detail), type_, None, **headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every exception handler of the app."""
     app.add_exception_handler(StableAudioError, _package_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     for unavailable in (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
         app.add_exception_handler(unavailable, _job_store_down)
 

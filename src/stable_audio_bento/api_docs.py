@@ -1,0 +1,149 @@
+"""Both OpenAPI documents, made true: every status the server answers, in the shape it answers.
+
+The compatible routes' document (``/v1/openapi.json``, FastAPI's) and BentoML's
+(``/docs.json``, which also lists the compatible routes) are generated from code that cannot
+see the middlewares in front of it: the request guard's 400 / 413 / 422, the key check's 401,
+the in-flight bound's 429, the job store's 503, nor that native API errors are rewritten into
+the envelope. ``complete`` adds those, per operation, and fixes what the generators get wrong:
+BentoML declares OpenAPI 3.0.2 but embeds JSON Schema 2020-12 (numeric ``exclusiveMinimum``,
+``type: "null"``), which is OpenAPI 3.1; ``/outputs/{key}`` serves audio, not JSON.
+``ApiDocsMiddleware`` applies it to both documents as they are served.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .auth import is_open
+from .request_guard import ASGIApp, Message, Receive, Scope, Send
+
+DOC_PATHS = frozenset({"/docs.json", "/v1/openapi.json"})
+ENVELOPE = {"$ref": "#/components/schemas/ErrorResponse"}
+METHODS = ("get", "post", "put", "patch", "delete")
+DESCRIPTIONS = {
+    400: "Bad request: a body that is not JSON (or NaN, a lone surrogate), a value out of the "
+    "model's range; the envelope names the field",
+    401: "Missing or invalid API key",
+    404: "No such model, job or output (or one that belongs to another API key)",
+    409: "Idempotency-Key reused with another body, or the job has no audio yet",
+    413: "The body is larger than the server's limit",
+    422: "The body does not match the schema (pydantic's detail list)",
+    429: "Too many requests at once, or the job queue is full: retry after Retry-After seconds",
+    500: "Unexpected server error (an error id to look up in the server log)",
+    503: "The model cannot be loaded or the job store is unavailable: retry after Retry-After",
+}
+RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}
+}
+
+
+def _media_types(schema: dict[str, Any]) -> list[str]:
+    """The audio (and zip) media types the generation routes declare for their 200."""
+    found: list[str] = []
+    for item in schema.get("paths", {}).values():
+        for op in item.values():
+            if isinstance(op, dict):
+                content = op.get("responses", {}).get("200", {}).get("content", {})
+                found += [m for m in content if m.startswith("audio/") or m.endswith("/zip")]
+    return sorted(set(found) - {"audio/*"}) or ["audio/wav"]
+
+
+def statuses(path: str, method: str, has_body: bool) -> set[int]:
+    """What the server can answer on ``method path`` besides its successes."""
+    out: set[int] = set()
+    if not is_open(path):
+        out |= {401, 429}
+    if has_body:
+        out |= {400, 413}
+    native = path.startswith("/api/")
+    task_endpoint = native and path.rsplit("/", 1)[-1] in ("status", "get", "retry", "cancel")
+    if task_endpoint:
+        return out | {400, 404, 500}
+    generation = path.startswith("/v1/audio/") or path == "/generate" or native
+    if generation:
+        out |= {400, 404, 503}
+    if native:
+        out |= {500} | ({422} if has_body else set())
+    if path.startswith("/jobs"):
+        if method == "post" and "{job_id}" not in path:
+            out |= {400, 404, 409, 429, 503}  # a new job: validated, queued
+        elif path == "/jobs":
+            out |= {503}
+        else:
+            out |= {404, 503} | ({409} if path.endswith("/audio") else set())
+    if path.startswith("/outputs/"):
+        out |= {404}
+    if path == "/health":
+        out |= {503}
+    return out
+
+
+def _error(status: int) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": DESCRIPTIONS[status],
+        "content": {"application/json": {"schema": ENVELOPE}},
+    }
+    if status in (429, 503):
+        response["headers"] = RETRY_AFTER
+    return response
+
+
+def complete(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with every status and content type the server really answers (in place)."""
+    if str(schema.get("openapi", "")).startswith("3.0"):
+        schema["openapi"] = "3.1.0"  # what its schemas already are (JSON Schema 2020-12)
+    audio = _media_types(schema)
+    for path, item in schema.get("paths", {}).items():
+        for method in METHODS:
+            op = item.get(method)
+            if not isinstance(op, dict):
+                continue
+            responses = op.setdefault("responses", {})
+            native = path.startswith("/api/")
+            for status in sorted(statuses(path, method, "requestBody" in op)):
+                if status == 422 and "422" in responses and not native:
+                    continue  # FastAPI's detail list, which the 422 handler keeps
+                responses[str(status)] = _error(status)
+            if path.startswith("/outputs/") or path.endswith("/audio"):
+                ok = responses.setdefault("200", {"description": "The audio file"})
+                ok["content"] = {
+                    m: {"schema": {"type": "string", "format": "binary"}} for m in audio
+                }
+                if path.endswith("/audio"):
+                    responses["307"] = {"description": "Redirect to the object storage's URL"}
+    return schema
+
+
+class ApiDocsMiddleware:
+    """Serves both OpenAPI documents through ``complete``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") not in DOC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        start: Message = {}
+        body = bytearray()
+
+        async def capture(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+                return
+            body.extend(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            raw = bytes(body)
+            if start.get("status") == 200:
+                raw = json.dumps(complete(json.loads(raw))).encode()
+            headers = [
+                (k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"
+            ]
+            headers.append((b"content-length", str(len(raw)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": raw})
+
+        await self.app(scope, receive, capture)
