@@ -58,6 +58,8 @@ class SA3Facts:
     # The eps of the DiT blocks' RMS norms in the reference (diffusers' DiT uses 1e-6).
     dit_norm_eps: float = 1e-5
     text_encoder_repo: str = ""
+    # The reference's sampling settings from model_config.json (see SA3Config).
+    sampling: dict[str, Any] = field(default_factory=dict)
     plans: dict[str, KeyPlan] = field(default_factory=dict)
     shapes: dict[str, list[int]] = field(default_factory=dict)
 
@@ -112,9 +114,21 @@ def convert_hub_dir(source: Path, target: Path) -> SA3Facts:
         prompt_max_length=sa3.prompt_max_length,
         dit_norm_eps=sa3.dit_norm_eps,
         text_encoder_repo=sa3.text_encoder_repo,
+        sampling=_sampling_settings(sa3),
         plans=plans,
         shapes={k: list(v) for k, v in shapes.items()},
     )
+
+
+def _sampling_settings(sa3: SA3Config) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    if sa3.sampling_shift is not None:
+        settings["sampling_distribution_shift"] = dict(sa3.sampling_shift)
+    if sa3.use_effective_length_for_schedule:
+        settings["use_effective_length_for_schedule"] = True
+    if sa3.mask_padding_attention:
+        settings["mask_padding_attention"] = True
+    return settings
 
 
 def checkpoint_has_text_encoder(weights: Path) -> bool:

@@ -80,6 +80,8 @@ def sa3_metadata(
         "prompt_max_length": facts.prompt_max_length,
         # diffusers' DiT builds its block RMS norms with eps 1e-6; the reference's is this.
         "dit_norm_eps": facts.dit_norm_eps,
+        # The reference's schedule settings, when its config has them (engine: same schedule).
+        **facts.sampling,
         **CARD_DEFAULTS[facts.distilled],
         "source": source,
         "revision": revision or "",

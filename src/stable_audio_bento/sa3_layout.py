@@ -76,6 +76,11 @@ class SA3Config:
     pretransform_scale: float
     # stable-audio-tools' DiT RMS norms (default eps 1e-5); diffusers' DiT hard-codes 1e-6.
     dit_norm_eps: float
+    # Sampling-time settings of the reference that live in the config, not in the weights:
+    # its schedule shift (None: log-SNR -6.2..2 whatever the length, as diffusers' pipeline).
+    sampling_shift: dict[str, Any] | None = None
+    use_effective_length_for_schedule: bool = False
+    mask_padding_attention: bool = False
 
 
 def is_sa3_config(config: Mapping[str, Any]) -> bool:
@@ -221,6 +226,11 @@ def read_config(config: Mapping[str, Any]) -> SA3Config:
         seconds_max=float(seconds.get("max_val", 1.0)),
         pretransform_scale=float(ae_block.get("scale", 1.0)),
         dit_norm_eps=float(dit.get("norm_kwargs", {}).get("eps", 1e-5)),
+        sampling_shift=diffusion.get("sampling_distribution_shift_options"),
+        use_effective_length_for_schedule=bool(
+            diffusion.get("use_effective_length_for_schedule", False)
+        ),
+        mask_padding_attention=bool(diffusion.get("mask_padding_attention", False)),
     )
 
 

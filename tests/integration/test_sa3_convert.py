@@ -101,6 +101,19 @@ def test_plain_attention_keeps_the_qkv_rows() -> None:
     assert {p.transform for p in dit_qkv if p.component == "vae"} == {"qkv_reorder"}
 
 
+def test_the_reference_sampling_settings_reach_the_entry(tmp_path: Path) -> None:
+    shift = {"type": "logsnr", "anchor_length": 2000, "rate": 1.0}
+    config = _config_with("model.diffusion.sampling_distribution_shift_options", shift)
+    config["model"]["diffusion"]["use_effective_length_for_schedule"] = True
+    facts = convert_hub_dir(make_hub_dir(tmp_path / "hub", config), tmp_path / "out")
+    assert facts.sampling == {
+        "sampling_distribution_shift": shift,
+        "use_effective_length_for_schedule": True,
+    }
+    plain = read_config(MANIFEST["model_config"])
+    assert (plain.sampling_shift, plain.use_effective_length_for_schedule) == (None, False)
+
+
 def test_mapped_shapes_fit_the_diffusers_modules() -> None:
     from diffusers import AutoencoderSAME, StableAudio3DiTModel, StableAudio3DurationEmbedder
 
