@@ -87,7 +87,12 @@ class Runtime:
         return self.generator.generate(params, progress)
 
     # ------------------------------------------------------------------------ jobs
-    def submit_job(self, params: GenerationParams, idempotency_key: str | None = None) -> Job:
+    def submit_job(
+        self,
+        params: GenerationParams,
+        idempotency_key: str | None = None,
+        owner: str | None = None,
+    ) -> Job:
         """Validate now (bad requests never queue), fix the seeds, queue the job.
 
         The job keeps the normalised parameters (``GenerationParams.to_record``), so a job
@@ -107,6 +112,7 @@ class Runtime:
             output_count=len(plan.requests),
             progress_total=plan.sampling.steps,
             idempotency_key=idempotency_key,
+            owner=owner,
         )
         job = self.jobs.create(new)
         if idempotency_key is not None and job.id != new.id:

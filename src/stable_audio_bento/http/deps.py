@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from ..auth import Caller, caller_of
 from ..runtime import Runtime
 
 
@@ -24,3 +25,11 @@ def get_public_base(request: Request, runtime: RuntimeDep) -> str:
 
 
 PublicBaseDep = Annotated[str, Depends(get_public_base)]
+
+
+def get_caller(request: Request) -> Caller:
+    """Who is calling (the API key middleware's record): whose jobs it may see."""
+    return caller_of(request.scope)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -20,7 +20,7 @@ from ..jobs.models import Job
 from ..runtime import Runtime
 from ..schemas import GenerationsRequest, stable_api_body
 from ..storage import LocalStorage
-from .deps import PublicBaseDep, RuntimeDep
+from .deps import CallerDep, PublicBaseDep, RuntimeDep
 from .errors import error_response
 from .fields import ignored_fields_headers
 
@@ -80,24 +80,31 @@ def create_job(
     body: GenerationsRequest,
     runtime: RuntimeDep,
     base: PublicBaseDep,
+    caller: CallerDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JSONResponse:
     headers = ignored_fields_headers(body, runtime.settings, "/jobs")
-    job = runtime.submit_job(body.to_params(), idempotency_key)
+    job = runtime.submit_job(body.to_params(), idempotency_key, owner=caller.owner)
     view = job_view(job, runtime, base)
     return JSONResponse(view, status_code=202, headers={**headers, "Location": view["status_url"]})
 
 
-@router.get("/jobs", summary="Recent jobs, newest first")
+@router.get("/jobs", summary="Recent jobs of the caller's API key, newest first")
 def list_jobs(
-    runtime: RuntimeDep, base: PublicBaseDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    runtime: RuntimeDep,
+    base: PublicBaseDep,
+    caller: CallerDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
-    return {"jobs": [job_view(j, runtime, base) for j in runtime.jobs.list_recent(limit)]}
+    jobs = runtime.jobs.list_recent(limit, owner=caller.visible_owner)
+    return {"jobs": [compact_view(job_view(j, runtime, base)) for j in jobs]}
 
 
 @router.get("/jobs/{job_id}", summary="Job status and download URL")
-def get_job(job_id: str, runtime: RuntimeDep, base: PublicBaseDep) -> dict[str, Any]:
-    return job_view(runtime.jobs.get(job_id), runtime, base)
+def get_job(
+    job_id: str, runtime: RuntimeDep, base: PublicBaseDep, caller: CallerDep
+) -> dict[str, Any]:
+    return job_view(runtime.jobs.get(job_id, caller.visible_owner), runtime, base)
 
 
 @router.get(
@@ -105,8 +112,8 @@ def get_job(job_id: str, runtime: RuntimeDep, base: PublicBaseDep) -> dict[str, 
     summary="The job's audio (409 until it has succeeded, 404 once it is gone)",
     response_class=Response,
 )
-async def job_audio(job_id: str, runtime: RuntimeDep) -> Response:
-    job = await run_in_threadpool(runtime.jobs.get, job_id)
+async def job_audio(job_id: str, runtime: RuntimeDep, caller: CallerDep) -> Response:
+    job = await run_in_threadpool(runtime.jobs.get, job_id, caller.visible_owner)
     if job.status != "succeeded" or job.result_key is None:
         reason = "is not finished" if not job.finished else "has no audio"
         return error_response(
@@ -128,5 +135,27 @@ async def job_audio(job_id: str, runtime: RuntimeDep) -> Response:
 
 
 @router.post("/jobs/{job_id}/cancel", summary="Cancel a queued or running job")
-def cancel_job(job_id: str, runtime: RuntimeDep, base: PublicBaseDep) -> dict[str, Any]:
-    return job_view(runtime.jobs.request_cancel(job_id), runtime, base)
+def cancel_job(
+    job_id: str, runtime: RuntimeDep, base: PublicBaseDep, caller: CallerDep
+) -> dict[str, Any]:
+    return job_view(runtime.jobs.request_cancel(job_id, caller.visible_owner), runtime, base)
+
+
+# In a listing, prompts are cut to this many characters (the job's own record has them whole):
+# 500 jobs with long prompts would otherwise be megabytes.
+LISTED_TEXT_CHARS = 200
+
+
+def compact_view(view: dict[str, Any]) -> dict[str, Any]:
+    """``view`` for a listing: long strings of its request and params shortened."""
+    cut = False
+    for part in ("request", "params"):
+        fields = view.get(part)
+        if not isinstance(fields, dict):
+            continue
+        for name, value in list(fields.items()):
+            if isinstance(value, str) and len(value) > LISTED_TEXT_CHARS:
+                fields[name] = value[:LISTED_TEXT_CHARS] + "..."
+                cut = True
+    view["truncated"] = cut
+    return view
