@@ -1,6 +1,6 @@
 """``python -m bench``: every benchmark in one run; prints the tables, writes JSON and RESULTS.md.
 
-    python -m bench                 engine, service, gpu and encode sections (~10 min on 2 cores)
+    python -m bench                 engine, service, gpu, encode, cpu (~25 min on 2 cores)
     python -m bench --quick         fewer repeats and sizes (~4 min)
     python -m bench --only engine,gpu
 
@@ -8,7 +8,9 @@ Sections: ``engine`` (demo model: our engine vs stock ``generate_diffusion_cond`
 time per stage, coalescing 8 concurrent callers, torch threads), ``service`` (``bentoml serve``
 with coalescing on and off under 1 / 4 / 16 concurrent clients, HTTP overhead), ``gpu``
 (open-1.0- and small-shaped models with random weights: ours vs stock vs diffusers; tiny shapes
-on a CPU), ``encode`` (every output format). The tables go between the markers in RESULTS.md.
+on a CPU), ``encode`` (every output format), ``cpu`` (the small models at full shape on this
+CPU: each ``STABLE_AUDIO_CPU_FAST`` mode vs stock float32). The tables go between the markers in
+RESULTS.md; the cpu section has markers of its own, so that each can be rerun alone.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from typing import Any
 from .common import load_average, machine, prepare_environment
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("engine", "service", "gpu", "encode")
+SECTIONS = ("engine", "service", "gpu", "encode", "cpu")
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+CPU_BEGIN, CPU_END = "<!-- bench:cpu:begin -->", "<!-- bench:cpu:end -->"
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -51,14 +54,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def update_markdown(path: Path, tables: str) -> None:
+def update_markdown(path: Path, tables: str, begin: str = BEGIN, end: str = END) -> None:
     """Replace what is between the markers (the prose around them is written by hand)."""
-    block = f"{BEGIN}\n{tables.rstrip()}\n{END}"
-    text = path.read_text() if path.exists() else f"# Benchmark results\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text = f"{text.rstrip()}\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
+    block = f"{begin}\n{tables.rstrip()}\n{end}"
+    text = path.read_text() if path.exists() else f"# Benchmark results\n\n{begin}\n{end}\n"
+    if begin not in text or end not in text:
+        text = f"{text.rstrip()}\n\n{begin}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
     path.write_text(head + block + tail)
 
 
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     sections = [s for s in SECTIONS if s in args.only.split(",")]
     prepare_environment(args.bentoml_home)
-    from . import encode, engine, gpu, service
+    from . import cpu, encode, engine, gpu, service
     from .common import demo_entry
 
     command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
     }
     rendered: list[str] = []
+    cpu_table = ""
     began = time.perf_counter()
     entry = demo_entry() if {"engine", "service"} & set(sections) else None
     for section in sections:
@@ -94,10 +98,15 @@ def main(argv: list[str] | None = None) -> int:
                 tiny_shapes=True if args.gpu_tiny else None, repeats=1 if args.quick else 2
             )
             rendered.append(gpu.render(report["gpu"]))
+        elif section == "cpu":
+            report["cpu"] = cpu.run(sa3=cpu.sa3_available())
+            cpu_table = cpu.render(report["cpu"])
+            print(cpu_table, flush=True)
         else:
             report["encode"] = encode.run(repeats=2 if args.quick else 5)
             rendered.append(encode.render(report["encode"]))
-        print(rendered[-1], flush=True)
+        if section != "cpu":
+            print(rendered[-1], flush=True)
         print(
             f"[bench] {section} took {time.perf_counter() - started:.0f} s",
             file=sys.stderr,
@@ -117,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     tables = "\n".join([header, "", *rendered])
     if not args.no_write:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-        update_markdown(args.markdown, tables)
+        if rendered:
+            update_markdown(args.markdown, tables)
+        if cpu_table:
+            update_markdown(args.markdown, f"{header}\n\n{cpu_table}", CPU_BEGIN, CPU_END)
         print(f"[bench] wrote {args.json} and {args.markdown}", file=sys.stderr)
     return 0
 

@@ -65,6 +65,19 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         default=0, ge=0, description="torch intra-op threads for the process; 0: torch's default."
     )
+    cpu_fast: Literal["off", "exact", "bfloat16", "int8"] = Field(
+        default="off",
+        description="The CPU fast path (device cpu only): exact = float32 with the decoder "
+        "compiled (same audio); bfloat16 = bfloat16 where the CPU has it natively, checked at "
+        "load against float32, else exact; int8 = the DiT's linear layers quantized to int8 "
+        "(opt-in, trades accuracy). Loads take about a minute longer (compilation).",
+    )
+    precision_min_snr_db: float = Field(
+        default=12.0,
+        ge=0,
+        description="The load check of a reduced precision on a CPU: the check request's audio "
+        "within this SNR (dB) of float32's, else the next precision is tried.",
+    )
     max_loaded_models: int = Field(default=2, ge=1, description="LRU bound on models in memory.")
     model_memory_budget_mb: int = Field(
         default=0,

@@ -38,7 +38,7 @@ from .info import (
     ModelInfo,
 )
 from .noise import ItemNoise, initial_noise
-from .precision import DTYPES, dtype_candidates, pick_device
+from .precision import CPU_MODES, DTYPES, CpuOptions, dtype_candidates, pick_device
 from .sao import StableAudioEngine
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AUDIO_TO_AUDIO",
     "CONTINUATION",
+    "CPU_MODES",
     "DTYPES",
     "INPAINTING",
     "MODES",
@@ -60,6 +61,7 @@ __all__ = [
     "TEXT_TO_AUDIO",
     "V_SAMPLERS",
     "AudioEngine",
+    "CpuOptions",
     "EngineRequest",
     "EngineStats",
     "ItemNoise",
@@ -92,6 +94,7 @@ class Backend(Protocol):
         dtype: str,
         compile: bool,
         threads: int,
+        cpu: CpuOptions | None = None,
     ) -> AudioEngine: ...
 
 
@@ -120,6 +123,9 @@ def model_info(entry: ModelEntry) -> ModelInfo:
 
 def load_engine(entry: ModelEntry, settings: Settings) -> AudioEngine:
     """Load a store entry with the backend its metadata names."""
+    cpu = CpuOptions(settings.cpu_fast, settings.precision_min_snr_db)
+    # Only a fast path is passed on: a backend without one loads as before.
+    extra = {"cpu": cpu} if cpu.mode != "off" else {}
     return backend_of(entry.metadata).load(
         entry.path,
         entry.name,
@@ -129,4 +135,5 @@ def load_engine(entry: ModelEntry, settings: Settings) -> AudioEngine:
         dtype=settings.dtype,
         compile=settings.compile,
         threads=settings.torch_threads,
+        **extra,
     )

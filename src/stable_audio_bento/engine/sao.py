@@ -30,9 +30,18 @@ from ..errors import GenerationError, ModelLoadError
 from ..hub_cache import link_text_encoder, prepare_offline_hub
 from .audio_in import keep_mask, splice, v_sigma
 from .contract import EngineRequest, EngineStats, ProgressCallback, SamplingParams
+from .cpu_fast import compile_in_place, fold_weight_norm, quantize_int8
 from .info import RF_OBJECTIVES, SIGMA_MAX, SIGMA_MIN, ModelInfo
 from .noise import ItemNoise, initial_noise
-from .precision import dtype_candidates, pick_device, set_threads
+from .precision import (
+    CpuOptions,
+    cpu_candidates,
+    dtype_candidates,
+    pick_device,
+    set_threads,
+    snr_db,
+    torch_dtype,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +64,8 @@ class StableAudioEngine:
         self.info = info
         self.device = device
         self.dtype = dtype
+        # What the model computes in: the dtype, or int8 (int8 linear layers in the DiT).
+        self.precision = str(dtype).removeprefix("torch.")
         self.stats = EngineStats()
         self._run_lock = threading.Lock()
 
@@ -71,6 +82,7 @@ class StableAudioEngine:
         compile: bool = False,
         check: bool = True,
         threads: int = 0,
+        cpu: CpuOptions | None = None,
     ) -> StableAudioEngine:
         """Load a store entry: ``model_config.json``, ``model.safetensors``, ``text_encoder/``.
 
@@ -81,6 +93,11 @@ class StableAudioEngine:
         transformer through ``torch.compile``, compiled by that same short generation at load
         rather than by the first request. ``threads`` > 0 sets torch's intra-op thread count
         (for the whole process).
+
+        ``cpu`` (the CPU fast path, on a CPU only; ``CpuOptions``): the decoder compiled with
+        its weight norm folded, and the mode's precision (bfloat16 where the CPU has it
+        natively, or int8 linear layers in the DiT), which must give finite audio within
+        ``min_snr_db`` of float32's for the check request, else float32 is used.
         """
         cache = prepare_offline_hub()
         import torch
@@ -93,40 +110,75 @@ class StableAudioEngine:
         if not weights.is_file():
             raise ModelLoadError(f"{name}: {weights} is missing")
         resolved = pick_device(device)
-        set_threads(threads)
-        candidates = dtype_candidates(resolved, half, dtype, (metadata or {}).get("dtype"))
+        cpu = cpu or CpuOptions()
+        fast = cpu.active(resolved)
+        set_threads(threads, fast)
+        model_dtype = (metadata or {}).get("dtype")
+        if fast:
+            candidates = cpu_candidates(cpu, dtype if dtype != "auto" else model_dtype or "auto")
+        else:
+            candidates = dtype_candidates(resolved, half, dtype, model_dtype)
         started = time.perf_counter()
-        with cls._load_lock:
-            for cond in config["model"]["conditioning"]["configs"]:
-                if cond["type"] == "t5":
-                    link_text_encoder(
-                        cache, cond["config"]["t5_model_name"], model_dir / "text_encoder"
-                    )
-            try:
-                model = create_model_from_config(config)
-                model.load_state_dict(load_ckpt_state_dict(str(weights)), strict=True)
-            except Exception as e:
-                raise ModelLoadError(f"{name}: could not load the model: {e}") from e
-        model = model.eval().requires_grad_(False)
-        if compile:
-            # In place: parameters and state-dict keys stay as they are. Dynamic shapes, so
-            # every batch size (doubled for CFG) shares one compiled graph.
-            model.model.model.compile(dynamic=True)
+
+        def build() -> Any:
+            with cls._load_lock:
+                for cond in config["model"]["conditioning"]["configs"]:
+                    if cond["type"] == "t5":
+                        link_text_encoder(
+                            cache, cond["config"]["t5_model_name"], model_dir / "text_encoder"
+                        )
+                try:
+                    built = create_model_from_config(config)
+                    built.load_state_dict(load_ckpt_state_dict(str(weights)), strict=True)
+                except Exception as e:
+                    raise ModelLoadError(f"{name}: could not load the model: {e}") from e
+            return built.eval().requires_grad_(False)
+
+        model = build()
+        # On a CPU a reduced precision must also stay close to float32: the check request's
+        # float32 audio, from the model as loaded (eager, before any compilation).
+        reference = None
+        if check and resolved == "cpu" and candidates[0] != "float32":
+            reference = cls(model, info, resolved, torch.float32).check_audio()
         engine: StableAudioEngine | None = None
         for i, candidate in enumerate(candidates):
-            if i:  # a failed half-precision check: start again from the stored weights
-                model.to(device="cpu", dtype=torch.float32)
-                model.load_state_dict(load_ckpt_state_dict(str(weights)), strict=True)
+            if i:  # a failed reduced-precision check: start again from the stored weights
+                model = build()
+            precision = torch_dtype(candidate)
             # Cast before moving: half the bytes cross to the device, and its peak memory is
             # the half-precision model, not the float32 one.
-            model.to(dtype=getattr(torch, candidate)).to(resolved)
-            engine = cls(model, info, resolved, getattr(torch, candidate))
+            model.to(dtype=precision).to(resolved)
+            if fast:
+                _fast_path(model, candidate)
+            if compile:
+                # In place: parameters and state-dict keys stay as they are. Dynamic shapes,
+                # so every batch size (doubled for CFG) shares one compiled graph.
+                model.model.model.compile(dynamic=True)
+            engine = cls(model, info, resolved, precision)
+            engine.precision = candidate
             # float32 needs no proof; a compiled model is warmed up by the same generation.
-            if not check or (candidate == "float32" and not compile) or engine.check_finite():
+            if not check or (candidate == "float32" and not compile and not fast):
                 break
-            log.warning(
-                "%s gives non-finite audio in %s; trying the next precision", name, candidate
-            )
+            audio = engine.check_audio()
+            # float32 is what the others are held to: finite is all it must be.
+            if audio is not None and (reference is None or candidate == "float32"):
+                break
+            if audio is not None:
+                error = snr_db(reference, audio)
+                if error >= cpu.min_snr_db:
+                    log.info("%s in %s: %.1f dB SNR against float32", name, candidate, error)
+                    break
+                log.warning(
+                    "%s in %s is %.1f dB from float32 (minimum %.1f); trying the next precision",
+                    name,
+                    candidate,
+                    error,
+                    cpu.min_snr_db,
+                )
+            else:
+                log.warning(
+                    "%s gives non-finite audio in %s; trying the next precision", name, candidate
+                )
         else:
             raise ModelLoadError(
                 f"{name}: no precision gives finite audio ({', '.join(candidates)})"
@@ -134,27 +186,31 @@ class StableAudioEngine:
         assert engine is not None
         engine.stats = EngineStats()  # the check is not a request
         log.info(
-            "loaded %s on %s (%s%s) in %.1f s",
+            "loaded %s on %s (%s%s%s) in %.1f s",
             name,
             resolved,
-            str(engine.dtype).removeprefix("torch."),
+            engine.precision,
+            f", CPU fast path {cpu.mode}" if fast else "",
             ", compiled" if compile else "",
             time.perf_counter() - started,
         )
         return engine
 
-    def check_finite(self) -> bool:
-        """Generate a short request; False if its audio is not finite (half precision overflow)."""
+    def check_audio(self) -> FloatAudio | None:
+        """The check request's audio (a short generation), None if it is not finite."""
         request = EngineRequest(
             prompt="precision check",
             seed=0,
             seconds_total=min(CHECK_SECONDS, self.info.window_seconds),
         )
         try:
-            self.generate([request], self.sampling(steps=CHECK_STEPS))
+            return self.generate([request], self.sampling(steps=CHECK_STEPS))[0]
         except GenerationError:
-            return False
-        return True
+            return None
+
+    def check_finite(self) -> bool:
+        """Generate a short request; False if its audio is not finite (half precision overflow)."""
+        return self.check_audio() is not None
 
     def unload(self) -> None:
         """Drop the weights; the engine is unusable afterwards."""
@@ -516,6 +572,7 @@ def load(
     dtype: str,
     compile: bool,
     threads: int,
+    cpu: CpuOptions | None = None,
 ) -> StableAudioEngine:
     """The backend's loader (``engine.load_engine``)."""
     return StableAudioEngine.load(
@@ -527,4 +584,19 @@ def load(
         dtype=dtype,
         compile=compile,
         threads=threads,
+        cpu=cpu,
     )
+
+
+def _fast_path(model: Any, candidate: str) -> None:
+    """The CPU fast path on a freshly loaded model already cast to ``candidate``'s dtype.
+
+    int8 quantizes the DiT's linear layers; the autoencoder runs in the DiT's float dtype
+    with its weight norm folded, and its decoder is compiled (bfloat16 decoding is only fast
+    compiled: eager, it is slower than float32).
+    """
+    if candidate == "int8":
+        quantize_int8(model.model.model)
+    if model.pretransform is not None:
+        fold_weight_norm(model.pretransform)
+        compile_in_place(model.pretransform.model.decoder)
