@@ -94,6 +94,15 @@ def complete(schema: dict[str, Any]) -> dict[str, Any]:
     if str(schema.get("openapi", "")).startswith("3.0"):
         schema["openapi"] = "3.1.0"  # what its schemas already are (JSON Schema 2020-12)
     audio = _media_types(schema)
+    task_status = schema.get("components", {}).get("schemas", {}).get("TaskStatusResponse")
+    if isinstance(task_status, dict):
+        # BentoML's model of it says created_at and executed_at are always there (submit and
+        # retry answer without them) and lists statuses it does not use ("failed" is one).
+        task_status["required"] = ["task_id", "status"]
+        status = task_status.get("properties", {}).get("status", {})
+        if isinstance(status.get("enum"), list):
+            used = ["pending", "in_progress", "completed", "failed", "canceled"]
+            status["enum"] = sorted(set(status["enum"]) | set(used))
     for path, item in schema.get("paths", {}).items():
         for method in METHODS:
             op = item.get(method)

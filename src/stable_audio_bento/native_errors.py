@@ -96,6 +96,12 @@ def to_envelope(status: int, raw: bytes) -> bytes:
     return envelope(status, f"HTTP {status}", type_)
 
 
+def native_method(path: str) -> str:
+    """The one method of a native endpoint: the BentoML task protocol's, or POST."""
+    last = path.rstrip("/").rsplit("/", 1)[-1]
+    return {"status": "GET", "get": "GET", "cancel": "PUT"}.get(last, "POST")
+
+
 class NativeApiErrors:
     """ASGI middleware for paths under ``prefix`` (BentoML's native APIs)."""
 
@@ -115,6 +121,13 @@ class NativeApiErrors:
         path = scope.get("path", "")
         if scope["type"] != "http" or not path.startswith(self.prefix):
             await self.app(scope, receive, send)
+            return
+        allowed = native_method(path)
+        if scope.get("method") != allowed:
+            # BentoML answers an undeclared method with a 400 (or runs it).
+            message = f"{scope.get('method')} is not allowed on {path}"
+            headers = [(b"allow", allowed.encode())]
+            await send_json(send, 405, envelope(405, message, "BadRequestError"), headers)
             return
         if self.validate is not None and path.endswith(self.submit_suffix):
             receive, refused = await self._check_submit(receive)

@@ -146,6 +146,13 @@ def _content_type(scope: Scope) -> str:
     return ""
 
 
+def _header(scope: Scope, name: bytes) -> bytes:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return bytes(value)
+    return b""
+
+
 def _content_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", []):
         if name.lower() == b"content-length":
@@ -186,6 +193,12 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         content_type = _content_type(scope)
+        if content_type.startswith("multipart/") and b"boundary=" not in _header(
+            scope, b"content-type"
+        ):
+            reason = f"Content-Type {content_type} needs a boundary parameter"
+            await send_json(send, 400, envelope(400, reason, "BadRequestError", "body"))
+            return
         is_json = _is_json(content_type)
         limit = self.max_body_bytes if is_json else self.max_upload_bytes
         base64_upload = is_json and scope.get("path") in self.upload_json_paths

@@ -10,6 +10,7 @@ from starlette.testclient import TestClient
 
 from stable_audio_bento.api_docs import ENVELOPE, complete, statuses
 from stable_audio_bento.http import create_app
+from stable_audio_bento.http.errors import _methods_of
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +85,10 @@ def test_405_lists_every_method_of_the_path_and_404_is_the_envelope() -> None:
     assert response.status_code == 405 and response.headers["allow"] == "GET, POST"
     assert response.json()["error"]["code"] == 405
     assert client.delete("/jobs/abc").headers["allow"] == "GET"
+    # A literal route is not also the template beside it (/jobs/{job_id}).
+    paths = {"/jobs/{job_id}": {"get": {}}, "/jobs/inpaint": {"post": {}}}
+    assert _methods_of({"paths": paths}, "/jobs/inpaint") == ["POST"]
+    assert _methods_of({"paths": paths}, "/jobs/abc") == ["GET"]
     missing = client.get("/no/such/route")
     assert missing.status_code == 404
     assert missing.json()["error"] == {

@@ -136,3 +136,8 @@ def test_gets_pass_untouched(client: TestClient) -> None:
 
 def test_parse_strict_json_returns_the_value() -> None:
     assert parse_strict_json(b'{"a": [1, 2.5, "\\u00e9"]}') == {"a": [1, 2.5, "é"]}
+
+
+def test_multipart_without_a_boundary_is_400(client: TestClient) -> None:
+    response = client.post("/echo", content=b"x", headers={"content-type": "multipart/form-data"})
+    assert response.status_code == 400 and "boundary" in error_of(response)["message"]

@@ -150,3 +150,29 @@ def test_a_task_is_validated_at_submit() -> None:
     assert ran == []  # neither reached BentoML's task store
     status, _, body = run(middleware, "/api/generate_async/submit", b'{"input": "x"}')
     assert (status, json.loads(body)["task_id"], ran) == (200, "t", [True])
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("TRACE", "/api/generate_async/submit", "POST"),
+        ("GET", "/api/generate", "POST"),
+        ("POST", "/api/generate_async/status", "GET"),
+        ("GET", "/api/generate_async/cancel", "PUT"),
+    ],
+)
+def test_undeclared_methods_on_native_paths_are_405(method: str, path: str, allowed: str) -> None:
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    middleware = NativeApiErrors(bentoml_like(200, {}))
+    scope = {"type": "http", "method": method, "path": path, "headers": []}
+    asyncio.run(middleware(scope, receive, send))
+    assert sent[0]["status"] == 405
+    assert dict(sent[0]["headers"])[b"allow"] == allowed.encode()
+    assert json.loads(sent[1]["body"])["error"]["code"] == 405

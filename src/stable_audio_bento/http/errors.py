@@ -139,8 +139,11 @@ async def _job_store_down(request: Request, exc: Exception) -> JSONResponse:
 
 def _methods_of(schema: dict[str, Any], path: str) -> list[str]:
     """The methods the OpenAPI document lists for the route template ``path`` matches."""
+    paths = schema.get("paths", {})
+    if path in paths:  # a literal route (/jobs/inpaint) before a template (/jobs/{job_id})
+        return sorted(m.upper() for m in paths[path] if m in ("get", "post", "put", "delete"))
     methods: set[str] = set()
-    for template, item in schema.get("paths", {}).items():
+    for template, item in paths.items():
         pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
         if re.fullmatch(pattern, path):
             methods |= {m.upper() for m in item if m in ("get", "post", "put", "patch", "delete")}
