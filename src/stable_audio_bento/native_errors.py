@@ -19,7 +19,17 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from .request_guard import ASGIApp, Message, Receive, Scope, Send, envelope, send_json
+from .request_guard import (
+    ASGIApp,
+    BadJson,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    envelope,
+    parse_strict_json,
+    send_json,
+)
 
 TYPES = {
     400: "BadRequestError",
@@ -43,6 +53,10 @@ def task_validator(plan: Callable[[bytes], object]) -> Validate:
     from .http.errors import map_error
 
     def validate(raw: bytes) -> tuple[int, bytes] | None:
+        try:
+            parse_strict_json(raw)  # the request guard's answer, which runs after this one
+        except BadJson as e:
+            return 400, envelope(400, str(e), "BadRequestError", e.field)
         try:
             plan(raw)
         except ValidationError as e:

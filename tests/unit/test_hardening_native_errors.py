@@ -147,7 +147,9 @@ def test_a_task_is_validated_at_submit() -> None:
         "param": "audio_length",
         "code": 400,
     }
-    assert ran == []  # neither reached BentoML's task store
+    status, _, body = run(middleware, "/api/generate_async/submit", b'{"input": "x\\ud800"}')
+    assert status == 400 and json.loads(body)["error"]["param"] == "input"
+    assert ran == []  # none reached BentoML's task store
     status, _, body = run(middleware, "/api/generate_async/submit", b'{"input": "x"}')
     assert (status, json.loads(body)["task_id"], ran) == (200, "t", [True])
 
