@@ -294,3 +294,49 @@ def test_unload_frees_the_weights(entry: ModelEntry) -> None:
     assert engine.nbytes() == 0
     with pytest.raises(GenerationError, match="unloaded"):
         run(engine, [BASE], steps=1)
+
+
+SHIFT = {"type": "logsnr", "anchor_length": 2000, "rate": 1.0}
+
+
+def test_reference_schedule_settings_from_the_metadata(entry: ModelEntry) -> None:
+    """The reference's length-adaptive log-SNR schedule and DiT norm eps, when the entry has
+    them: the noisy end drops by ``rate`` per doubling of the request's own latent length."""
+    import math
+
+    metadata = {
+        **entry.metadata,
+        "sampling_distribution_shift": SHIFT,
+        "use_effective_length_for_schedule": True,
+        "dit_norm_eps": 1e-5,
+    }
+    engine = SA3Engine.load(entry.path, entry.name, metadata, device="cpu")
+    block = engine.parts.transformer.transformer_blocks[0]  # type: ignore[union-attr]
+    assert (block.pre_norm.eps, block.cross_attend_norm.eps, block.ff_norm.eps) == (1e-5,) * 3
+    assert block.self_attn.q_norm.eps == 1e-6  # the q/k norms already agree
+
+    request = EngineRequest("x", 1, 10.0)
+    frames = math.ceil(441000 / RATIO)  # 108: the request's own length
+    start = -6.2 - math.log2(frames / 2000)
+    sigmas = engine.schedule(request, frames + 20, 4)
+    expected = [1.0] + [1 / (1 + math.exp(2 - t * (2 - start))) for t in (0.75, 0.5, 0.25)]
+    assert sigmas[:4] == pytest.approx(expected, rel=1e-6) and sigmas[4] == 0.0
+    plain = SA3Engine.load(entry.path, entry.name, dict(entry.metadata), device="cpu")
+    assert plain.schedule(request, frames, 4) != sigmas
+
+    # Two lengths in one latent length (1 s padded by 0.5 s, 1.5 s): two schedules, each item
+    # still as alone.
+    short = EngineRequest("thunder", 5, 1.0, padding_seconds=0.5)
+    assert engine.info.batch_key(short) == engine.info.batch_key(BASE)
+    assert engine.schedule(short, 17, 8) != engine.schedule(BASE, 17, 8)
+    calls: list[int] = []
+    batch = engine.generate([BASE, short], engine.info.sampling(), lambda i, n: calls.append(i))
+    assert relative_change(batch[0], run(engine, [BASE])[0]) < SAME
+    assert relative_change(batch[1], run(engine, [short])[0]) < SAME
+    assert calls == sorted(calls) and calls[-1] == 8
+
+
+def test_an_unknown_schedule_shift_is_a_load_error(entry: ModelEntry) -> None:
+    metadata = {**entry.metadata, "sampling_distribution_shift": {"type": "flux"}}
+    with pytest.raises(ModelLoadError, match="flux"):
+        SA3Engine.load(entry.path, entry.name, metadata, device="cpu")

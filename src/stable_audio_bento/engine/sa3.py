@@ -108,8 +108,14 @@ def read_info(path: Path, name: str, metadata: dict[str, Any]) -> ModelInfo:
     )
 
 
-def schedule(steps: int, sigma_max: float = 1.0) -> list[float]:
-    """``steps + 1`` sigmas from ``sigma_max`` down to 0: uniform in SA3's log-SNR range.
+def schedule(
+    steps: int,
+    sigma_max: float = 1.0,
+    logsnr_start: float = LOGSNR_MIN,
+    logsnr_end: float = LOGSNR_MAX,
+) -> list[float]:
+    """``steps + 1`` sigmas from ``sigma_max`` down to 0: uniform in log-SNR between
+    ``logsnr_start`` (the noisy end) and ``logsnr_end``.
 
     Computed in float32 as the reference does. The first is exactly ``sigma_max`` (the noise
     level the start was mixed at), the last exactly 0. ``sigma_max`` < 1 starts part-way (a
@@ -118,9 +124,46 @@ def schedule(steps: int, sigma_max: float = 1.0) -> list[float]:
     import torch
 
     t = torch.linspace(sigma_max, 0.0, steps + 1)
-    sigmas: list[float] = torch.sigmoid(-(LOGSNR_MAX - t * (LOGSNR_MAX - LOGSNR_MIN))).tolist()
+    sigmas: list[float] = torch.sigmoid(-(logsnr_end - t * (logsnr_end - logsnr_start))).tolist()
     sigmas[0], sigmas[-1] = sigma_max, 0.0
     return sigmas
+
+
+@dataclass(frozen=True)
+class ScheduleShift:
+    """The reference's length-adaptive schedule (its ``LogSNRShift``), from store metadata.
+
+    The noisy end of the log-SNR range drops by ``rate`` per doubling of the sequence length
+    past ``anchor_length`` latent frames; the length is the request's own (from its
+    ``seconds_total``) with ``effective_length``, else the denoised latent's.
+    """
+
+    anchor_length: float = 2000.0
+    anchor_logsnr: float = LOGSNR_MIN
+    rate: float = 1.0
+    logsnr_end: float = LOGSNR_MAX
+    effective_length: bool = False
+
+    @classmethod
+    def from_metadata(cls, name: str, metadata: dict[str, Any]) -> ScheduleShift | None:
+        options = metadata.get("sampling_distribution_shift")
+        effective = bool(metadata.get("use_effective_length_for_schedule", False))
+        if not options:
+            return None
+        kind = options.get("type", "full")
+        if kind == "none":
+            return None
+        if kind != "logsnr":
+            raise ModelLoadError(
+                f"{name}: sampling_distribution_shift type {kind!r} is not supported "
+                "(supported: logsnr, none)"
+            )
+        known = {"anchor_length", "anchor_logsnr", "rate", "logsnr_end"}
+        values = {k: float(v) for k, v in options.items() if k in known}
+        return cls(**values, effective_length=effective)
+
+    def logsnr_start(self, frames: int) -> float:
+        return self.anchor_logsnr - self.rate * math.log2(max(frames, 1) / self.anchor_length)
 
 
 @dataclass
@@ -137,8 +180,12 @@ class Components:
         return [self.transformer, self.vae, self.text_encoder, self.duration_embedder]
 
     @classmethod
-    def read(cls, path: Path, dtype: Any) -> Components:
-        """Every component from the entry's files in ``dtype`` on the CPU, never the network."""
+    def read(cls, path: Path, dtype: Any, norm_eps: float | None = None) -> Components:
+        """Every component from the entry's files in ``dtype`` on the CPU, never the network.
+
+        ``norm_eps``: the reference's eps for the DiT blocks' RMS norms (diffusers builds them
+        with 1e-6; the q/k norms already agree), from the entry's ``dit_norm_eps``.
+        """
         from diffusers import AutoencoderSAME, StableAudio3DiTModel, StableAudio3DurationEmbedder
         from transformers import AutoTokenizer, T5GemmaEncoderModel
 
@@ -146,8 +193,13 @@ class Components:
             module = kind.from_pretrained(path / sub, local_files_only=True, torch_dtype=dtype)
             return module.eval().requires_grad_(False)
 
+        transformer = load(StableAudio3DiTModel, "transformer")
+        if norm_eps is not None:
+            for block in transformer.transformer_blocks:
+                for norm in (block.pre_norm, block.cross_attend_norm, block.ff_norm):
+                    norm.eps = norm_eps
         return cls(
-            transformer=load(StableAudio3DiTModel, "transformer"),
+            transformer=transformer,
             vae=load(AutoencoderSAME, "vae"),
             text_encoder=load(T5GemmaEncoderModel, "text_encoder"),
             tokenizer=AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True),
@@ -180,11 +232,19 @@ class SA3Engine:
 
     _load_lock = threading.Lock()
 
-    def __init__(self, parts: Components, info: ModelInfo, device: str, dtype: Any) -> None:
+    def __init__(
+        self,
+        parts: Components,
+        info: ModelInfo,
+        device: str,
+        dtype: Any,
+        shift: ScheduleShift | None = None,
+    ) -> None:
         self.parts: Components | None = parts
         self.info = info
         self.device = device
         self.dtype = dtype
+        self.shift = shift
         self.stats = EngineStats()
         self._run_lock = threading.Lock()
 
@@ -212,6 +272,14 @@ class SA3Engine:
         resolved = pick_device(device)
         set_threads(threads)
         candidates = dtype_candidates(resolved, half, dtype, meta.get("dtype"))
+        shift = ScheduleShift.from_metadata(name, meta)
+        norm_eps = meta.get("dit_norm_eps")
+        if meta.get("mask_padding_attention"):
+            log.warning(
+                "%s: the reference masks the padding frames out of the DiT's attention; "
+                "diffusers' DiT has no such mask, so padded requests differ from it",
+                name,
+            )
         started = time.perf_counter()
 
         def make(candidate: str, fresh: bool) -> SA3Engine:
@@ -220,12 +288,14 @@ class SA3Engine:
             precision = getattr(torch, candidate)
             with cls._load_lock:
                 try:
-                    parts = Components.read(path, precision)
+                    parts = Components.read(
+                        path, precision, None if norm_eps is None else float(norm_eps)
+                    )
                 except (OSError, ValueError) as e:
                     raise ModelLoadError(f"{name}: could not load the model: {e}") from e
             if compile:
                 parts.transformer.compile(dynamic=True)
-            return cls(parts.to(resolved), info, resolved, precision)
+            return cls(parts.to(resolved), info, resolved, precision, shift)
 
         def proves(engine: SA3Engine, candidate: str) -> bool:
             if not check or (candidate == "float32" and not compile):
@@ -406,6 +476,11 @@ class SA3Engine:
 
         parts = self._parts()
         frames = self.info.latent_frames(requests[0])
+        schedules = [self.schedule(r, frames, sampling.steps, sigma_max) for r in requests]
+        if len(set(map(tuple, schedules))) > 1:
+            # A length-adaptive schedule that differs between items: each group of equal
+            # schedules runs on its own (every item keeps its own noise, so nothing changes).
+            return self._sample_groups(requests, schedules, sampling, progress, start, sigma_max)
         shape = (int(parts.transformer.config.io_channels), frames)
         seeds = [r.seed for r in requests]
         local = None
@@ -424,10 +499,62 @@ class SA3Engine:
             x = (1 - sigma_max) * start.float() + sigma_max * x
         cond = self.conditioning(requests, cfg=sampling.cfg_scale != 1)
         cond.local = local
-        sigmas = schedule(sampling.steps, sigma_max)
         return self.denoise(
-            x, sigmas, cond, sampling, ItemNoise(seeds, shape, self.device), progress
+            x, schedules[0], cond, sampling, ItemNoise(seeds, shape, self.device), progress
         )
+
+    def schedule(
+        self, request: EngineRequest, frames: int, steps: int, sigma_max: float = 1.0
+    ) -> list[float]:
+        """The request's sigmas: SA3's log-SNR schedule, shifted by the length when the model's
+        metadata says so (the reference's ``sampling_distribution_shift``)."""
+        if self.shift is None:
+            return schedule(steps, sigma_max)
+        if self.shift.effective_length:
+            samples = int(request.seconds_total * self.info.sample_rate)
+            frames = math.ceil(samples / self.info.latent_downsampling)
+        return schedule(steps, sigma_max, self.shift.logsnr_start(frames), self.shift.logsnr_end)
+
+    def _sample_groups(
+        self,
+        requests: Sequence[EngineRequest],
+        schedules: list[list[float]],
+        sampling: SamplingParams,
+        progress: ProgressCallback | None,
+        start: Any,
+        sigma_max: float,
+    ) -> Any:
+        import torch
+
+        groups: dict[tuple[float, ...], list[int]] = {}
+        for i, sigmas in enumerate(schedules):
+            groups.setdefault(tuple(sigmas), []).append(i)
+        out: Any = None
+        steps, count = sampling.steps, len(groups)
+        reported = 0
+
+        def overall(k: int) -> ProgressCallback:
+            def report(i: int, _total: int) -> None:  # group k's step i, of the whole batch
+                nonlocal reported
+                step = (k * steps + i) // count
+                if progress is not None and step > reported:
+                    reported = step
+                    progress(step, steps)
+
+            return report
+
+        for k, rows in enumerate(groups.values()):
+            part = self.sample(
+                [requests[i] for i in rows],
+                sampling,
+                overall(k),
+                None if start is None else start[rows],
+                sigma_max,
+            )
+            if out is None:
+                out = torch.empty((len(requests), *part.shape[1:]), device=part.device)
+            out[rows] = part
+        return out
 
     def denoise(
         self,
