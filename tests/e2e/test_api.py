@@ -109,7 +109,8 @@ def test_vllm_document_examples(server: BentoServer, name: str) -> None:
         assert 0 <= int(response.headers["x-seed"]) < 2**32
 
 
-def test_same_seed_same_audio_random_seed_reported(server: BentoServer) -> None:
+def test_same_seed_same_audio_random_seed_reported(surface_server: BentoServer) -> None:
+    server = surface_server  # its default model: the SAO demo, then the SA3 demo
     body = {"input": "Thunder and rain sounds", "audio_length": 3.0, "seed": 42}
     first, second = (post(server, "/v1/audio/generate", body) for _ in range(2))
     assert first.content == second.content
@@ -293,8 +294,9 @@ TRAIN = {
 
 
 @pytest.mark.parametrize("path", ["/v1/audio/generations", "/generate"])
-def test_stable_api_generations_example(server: BentoServer, path: str) -> None:
-    response = post(server, path, TRAIN)
+def test_stable_api_generations_example(surface_server: BentoServer, path: str) -> None:
+    # small-sfx is the SAO demo on one server, the SA3 demo on the other.
+    response = post(surface_server, path, TRAIN)
     assert_wav(response, 7.0)
     assert 0 <= int(response.headers["x-seed"]) < 2**32
 
@@ -304,7 +306,8 @@ def test_stable_api_repo_id_alias(server: BentoServer) -> None:
     assert_wav(post(server, "/v1/audio/generations", body), 2.0)
 
 
-def test_stable_api_jobs_example(server: BentoServer) -> None:
+def test_stable_api_jobs_example(surface_server: BentoServer) -> None:
+    server = surface_server
     body = {
         "model": "small-sfx",
         "prompt": "short metallic impact with room reverb",
