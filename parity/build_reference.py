@@ -1,7 +1,8 @@
-"""Build a tiny SA3-shaped model with the REFERENCE code and record its outputs.
+"""Build tiny SA3-shaped models with the REFERENCE code and record their outputs.
 
 Runs in the separate Python 3.10 environment that has ``stable-audio-tools==0.0.20`` (the
-release that loads Stable Audio 3): ``make parity`` creates it. Writes into OUT_DIR:
+release that loads Stable Audio 3): ``make parity`` creates it. Writes, for each variant
+(``medium``, ``small``), into OUT_DIR/<variant>/:
 
 - ``hub/``: the model in the hub's stable-audio-tools layout, as our importer expects it
   (``model_config.json``, ``model.safetensors`` with the T5Gemma weights inside under
@@ -12,9 +13,10 @@ release that loads Stable Audio 3): ``make parity`` creates it. Writes into OUT_
 - ``reference.json``: the prompts, durations and token ids.
 
 Every weight is random (seeded) and non-zero, so that every branch of every block matters.
-Shapes are tiny, but the architecture is SA3-medium's: differential attention in the DiT and
-in SAME, SAME with sliding-window attention, memory tokens, AdaLN duration conditioning,
-learned prompt padding, inpainting projections.
+Shapes are tiny, the architecture SA3's: ``medium`` has differential attention in the DiT and
+in SAME, SAME with sliding-window attention (SAME-L); ``small`` a plain-attention DiT and SAME
+with chunked, midpoint-shifted attention and a kernel-3 decoder mapping (SAME-S). Both have
+memory tokens, AdaLN duration conditioning, learned prompt padding, inpainting projections.
 """
 
 from __future__ import annotations
@@ -40,9 +42,17 @@ VOCABULARY = (
 )
 
 
-def model_config(text_encoder_dir: str | None) -> dict[str, Any]:
-    """SA3-medium's structure at tiny size (keys as stable-audio-tools 0.0.20 reads them)."""
-    same = {
+VARIANTS = ("medium", "small")
+
+
+def model_config(text_encoder_dir: str | None, variant: str = "medium") -> dict[str, Any]:
+    """SA3's structure at tiny size (keys as stable-audio-tools 0.0.20 reads them).
+
+    ``medium``: differential DiT; SAME-L-like autoencoder (sliding-window attention).
+    ``small``: plain DiT; SAME-S-like autoencoder (attention in chunks of two latents with a
+    midpoint shift, kernel-3 decoder mapping).
+    """
+    same: dict[str, Any] = {
         "channels": 16,
         "c_mults": [2],
         "strides": [4],
@@ -54,6 +64,11 @@ def model_config(text_encoder_dir: str | None) -> dict[str, Any]:
         "dim_heads": 16,
         "variable_stride": True,
     }
+    decoder_extra: dict[str, Any] = {}
+    if variant == "small":
+        del same["sliding_window"]
+        same.update(chunk_size=8, chunk_midpoint_shift=True)
+        decoder_extra["conv_mapping"] = True
     prompt: dict[str, Any] = {"max_length": 16, "padding_mode": "learned"}
     if text_encoder_dir is not None:
         prompt["model_path"] = text_encoder_dir
@@ -71,7 +86,12 @@ def model_config(text_encoder_dir: str | None) -> dict[str, Any]:
                     "encoder": {"type": "same", "config": {"in_channels": 16, **same}},
                     "decoder": {
                         "type": "same",
-                        "config": {"out_channels": 16, "sinusoidal_blocks": [1], **same},
+                        "config": {
+                            "out_channels": 16,
+                            "sinusoidal_blocks": [1],
+                            **same,
+                            **decoder_extra,
+                        },
                     },
                     "bottleneck": {"type": "softnorm", "config": {"dim": 16, "auto_scale": True}},
                     "pretransform": {"type": "patched", "config": {"channels": 2, "patch_size": 8}},
@@ -112,7 +132,7 @@ def model_config(text_encoder_dir: str | None) -> dict[str, Any]:
                     "local_add_cond_dim": 17,
                     "norm_type": "rms_norm",
                     "norm_kwargs": {"force_fp32": True},
-                    "attn_kwargs": {"qk_norm": "rms", "differential": True},
+                    "attn_kwargs": {"qk_norm": "rms", "differential": variant == "medium"},
                 },
             },
         },
@@ -195,6 +215,11 @@ def randomize(module: torch.nn.Module, seed: int) -> None:
 
 
 def main(out_dir: Path) -> None:
+    for variant in VARIANTS:
+        build(out_dir / variant, variant)
+
+
+def build(out_dir: Path, variant: str) -> None:
     from safetensors.torch import save_file
     from stable_audio_tools.models.factory import create_model_from_config
 
@@ -205,7 +230,7 @@ def main(out_dir: Path) -> None:
     build_text_encoder(encoder_dir, len(tokenizer))
 
     torch.manual_seed(SEED)
-    model = create_model_from_config(model_config(str(encoder_dir))).eval()
+    model = create_model_from_config(model_config(str(encoder_dir), variant)).eval()
     randomize(model, SEED)
 
     prompt_cond = model.conditioner.conditioners["prompt"]
@@ -216,7 +241,7 @@ def main(out_dir: Path) -> None:
     # The encoder weights now live in the checkpoint, as on the hub: the separate copy goes.
     (encoder_dir / "model.safetensors").unlink()
     # The hub's config names the T5Gemma repo, not a local path.
-    (hub / "model_config.json").write_text(json.dumps(model_config(None), indent=2))
+    (hub / "model_config.json").write_text(json.dumps(model_config(None, variant), indent=2))
 
     gen = torch.Generator().manual_seed(SEED + 2)
     x = torch.randn(2, 16, LATENT_FRAMES, generator=gen)
@@ -280,7 +305,7 @@ def main(out_dir: Path) -> None:
         ),
     }
     (out_dir / "reference.json").write_text(json.dumps(record, indent=2))
-    print(f"reference model and outputs in {out_dir}")
+    print(f"reference {variant} model and outputs in {out_dir}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-MANIFEST = REPO / "tests" / "data" / "sa3_key_manifest.json"
+MANIFESTS = {
+    "medium": REPO / "tests" / "data" / "sa3_key_manifest.json",
+    "small": REPO / "tests" / "data" / "sa3_small_key_manifest.json",
+}
 # The tiny T5Gemma config and Gemma-style tokenizer of the parity model, for the main suite.
 TEXT_ENCODER_DATA = REPO / "tests" / "data" / "sa3_text_encoder"
 RESULTS = REPO / "parity" / "results.json"
@@ -43,12 +46,12 @@ TOLERANCE = 1e-4
 END_TO_END = 1e-3
 
 
-def run_import(out_dir: Path, home: Path) -> tuple[str, float]:
+def run_import(out_dir: Path, home: Path, name: str) -> tuple[str, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "STABLE_AUDIO_"))}
     env.update(BENTOML_HOME=str(home), BENTOML_DO_NOT_TRACK="True", HF_HUB_OFFLINE="1")
     start = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "models", "import", str(out_dir / "hub"), "--name", "sa3-parity"],
+        [sys.executable, "-m", "models", "import", str(out_dir / "hub"), "--name", name],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -61,9 +64,43 @@ def run_import(out_dir: Path, home: Path) -> tuple[str, float]:
     return result.stdout.strip(), elapsed
 
 
-def compare(out_dir: Path) -> dict[str, Any]:
+class Components:
+    """An entry's components, loaded one by one with the hub closed (SAME-S through sa3_same)."""
+
+    def __init__(self, entry: Path) -> None:
+        from diffusers import StableAudio3DiTModel, StableAudio3DurationEmbedder
+        from transformers import AutoTokenizer, T5GemmaEncoderModel
+
+        from stable_audio_bento import sa3_same
+
+        local = {"local_files_only": True}
+        self.transformer = StableAudio3DiTModel.from_pretrained(str(entry / "transformer"), **local)
+        self.duration_embedder = StableAudio3DurationEmbedder.from_pretrained(
+            str(entry / "duration_embedder"), **local
+        )
+        self.text_encoder = T5GemmaEncoderModel.from_pretrained(
+            str(entry / "text_encoder"), **local
+        )
+        self.tokenizer = AutoTokenizer.from_pretrained(str(entry / "tokenizer"), **local)
+        self.vae = sa3_same.load_vae(entry / "vae")
+        self.chunked = bool(sa3_same.same_extras(entry / "vae"))
+
+    def decode(self, latents: Any) -> Any:
+        from stable_audio_bento import sa3_same
+
+        return (
+            sa3_same.decode(self.vae, latents) if self.chunked else self.vae.decode(latents).sample
+        )
+
+    def encode(self, audio: Any) -> Any:
+        from stable_audio_bento import sa3_same
+
+        return sa3_same.encode(self.vae, audio) if self.chunked else self.vae.encode(audio).latents
+
+
+def compare(out_dir: Path, variant: str) -> dict[str, Any]:
     home = out_dir / "bentoml"
-    tag, import_s = run_import(out_dir, home)
+    tag, import_s = run_import(out_dir, home, f"sa3-parity-{variant}")
     name, version = tag.split(":")
     entry = home / "models" / name / version
     size = sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
@@ -75,8 +112,10 @@ def compare(out_dir: Path) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     start = time.perf_counter()
-    pipe = StableAudio3Pipeline.from_pretrained(str(entry), local_files_only=True)
+    pipe = Components(entry)
     load_s = time.perf_counter() - start
+    if not pipe.chunked:  # SAME-L entries are stock diffusers directories
+        StableAudio3Pipeline.from_pretrained(str(entry), local_files_only=True)
     ref = load_file(str(out_dir / "reference.safetensors"))
     metadata = yaml.safe_load((entry / "model.yaml").read_text())["metadata"]
     record = json.loads((out_dir / "reference.json").read_text())
@@ -156,8 +195,9 @@ def compare(out_dir: Path) -> dict[str, Any]:
             ref["dit_out"],
             END_TO_END,
         )
-        check("SAME decode", pipe.vae.decode(ref["vae_latents"]).sample, ref["vae_decoded"])
-        check("SAME encode", pipe.vae.encode(ref["vae_audio"]).latents, ref["vae_encoded"])
+        same = "SAME-S (chunked, sa3_same)" if pipe.chunked else "SAME (diffusers)"
+        check(f"{same} decode", pipe.decode(ref["vae_latents"]), ref["vae_decoded"])
+        check(f"{same} encode", pipe.encode(ref["vae_audio"]), ref["vae_encoded"])
 
     passed = ids_equal and all(r["max_abs_diff"] <= r["tolerance"] for r in rows.values())
     return {
@@ -180,7 +220,7 @@ def set_norm_eps(transformer: Any, eps: float) -> None:
             norm.eps = eps
 
 
-def write_manifest(out_dir: Path) -> int:
+def write_manifest(out_dir: Path, variant: str) -> int:
     from stable_audio_bento.sa3_convert import checkpoint_shapes, read_hub_config
     from stable_audio_bento.sa3_layout import plan_keys
 
@@ -204,8 +244,9 @@ def write_manifest(out_dir: Path) -> int:
         "model_config": sa3.raw,
         "keys": keys,
     }
-    MANIFEST.parent.mkdir(parents=True, exist_ok=True)
-    MANIFEST.write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n")
+    path = MANIFESTS[variant]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n")
     TEXT_ENCODER_DATA.mkdir(exist_ok=True)
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         shutil.copy(hub / "text_encoder" / name, TEXT_ENCODER_DATA / name)
@@ -213,19 +254,23 @@ def write_manifest(out_dir: Path) -> int:
 
 
 def main(out_dir: Path) -> int:
-    results = compare(out_dir)
-    results["manifest_keys"] = write_manifest(out_dir)
+    results: dict[str, Any] = {}
+    for variant in MANIFESTS:
+        result = compare(out_dir / variant, variant)
+        result["manifest_keys"] = write_manifest(out_dir / variant, variant)
+        results[variant] = result
+        print(f"\n{variant}: {'component':50} {'max abs diff':>13} {'tolerance':>10}")
+        for label, row in result["comparisons"].items():
+            print(f"  {label:56} {row['max_abs_diff']:13.3e} {row['tolerance']:10.1e}")
+        print(f"  token ids equal: {result['token_ids_equal']}")
+        print(
+            f"  import {result['import_seconds']} s, load {result['load_seconds']} s, "
+            f"entry {result['entry_bytes'] / 1e6:.1f} MB, {result['manifest_keys']} keys"
+        )
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"{'component':50} {'max abs diff':>13} {'tolerance':>10}")
-    for label, row in results["comparisons"].items():
-        print(f"{label:50} {row['max_abs_diff']:13.3e} {row['tolerance']:10.1e}")
-    print(f"token ids equal: {results['token_ids_equal']}")
-    print(
-        f"import {results['import_seconds']} s, load {results['load_seconds']} s, "
-        f"entry {results['entry_bytes'] / 1e6:.1f} MB, {results['manifest_keys']} keys"
-    )
-    print("PARITY " + ("PASSED" if results["passed"] else "FAILED"))
-    return 0 if results["passed"] else 1
+    passed = all(r["passed"] for r in results.values())
+    print("PARITY " + ("PASSED" if passed else "FAILED"))
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ from .sa3_layout import (
     diffusers_configs,
     plan_keys,
     read_config,
+    same_extras,
 )
+from .sa3_same import EXTRA, build_vae
 
 if TYPE_CHECKING:
     import torch
@@ -102,9 +104,14 @@ def convert_hub_dir(source: Path, target: Path) -> SA3Facts:
     states = _component_states(sa3, weights, plans, configs)
     if not states["text_encoder"]:
         states["text_encoder"] = _separate_text_encoder(source)
-    pipeline = _build_pipeline(sa3, source, configs, states)
+    extras = same_extras(sa3)
+    pipeline = _build_pipeline(sa3, source, configs, states, extras)
     target.mkdir(parents=True, exist_ok=True)
     pipeline.save_pretrained(str(target), safe_serialization=True)
+    if extras:  # SAME-S: what AutoencoderSAME's own config cannot say (sa3_same runs it)
+        vae_config = target / "vae" / "config.json"
+        written = json.loads(vae_config.read_text())
+        vae_config.write_text(json.dumps({**written, EXTRA: extras}, indent=2, sort_keys=True))
     return SA3Facts(
         sample_rate=sa3.sample_rate,
         channels=sa3.channels,
@@ -218,14 +225,14 @@ def _build_pipeline(
     source: Path,
     configs: dict[str, dict[str, Any]],
     states: dict[Component, dict[str, torch.Tensor]],
+    extras: dict[str, Any],
 ) -> Any:
     import torch
 
     diffusers = _diffusers()
-
+    vae = build_vae(configs["vae"], extras, device="meta")
     with torch.device("meta"):
         transformer = diffusers.StableAudio3DiTModel(**configs["transformer"])
-        vae = diffusers.AutoencoderSAME(**configs["vae"])
         duration = diffusers.StableAudio3DurationEmbedder(**configs["duration_embedder"])
     # The embedder's Fourier frequencies are a (persistent) buffer computed from its config.
     freqs = diffusers.StableAudio3DurationEmbedder(**configs["duration_embedder"]).freqs
@@ -314,8 +321,14 @@ def _check_weights(directory: Path) -> None:
         weights = folder / "diffusion_pytorch_model.safetensors"
         shapes = checkpoint_shapes(weights)
         try:
-            with torch.device("meta"):
-                module = cls.from_config(cls.load_config(str(folder)))
+            config = cls.load_config(str(folder))
+            extras = config.pop(EXTRA, None) if name == "vae" else None
+            if extras:
+                init = {k: v for k, v in config.items() if not k.startswith("_")}
+                module = build_vae(init, extras, device="meta")
+            else:
+                with torch.device("meta"):
+                    module = cls.from_config(config)
         except Exception as e:  # diffusers raises several error types for a bad config
             raise ImportSourceError(
                 f"{folder}: config.json does not build {cls.__name__}: {e}"

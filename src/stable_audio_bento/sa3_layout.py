@@ -7,7 +7,9 @@ duration embedder). diffusers splits the same weights into ``transformer/``, ``v
 ``text_encoder/`` and ``duration_embedder/`` with other names. This module says, for a config
 and the checkpoint's tensor names and shapes, which component and key each tensor becomes
 (:func:`plan_keys`) and what each component's diffusers config is (:func:`diffusers_configs`).
-It refuses, naming the config key, what diffusers' classes cannot express. No torch here.
+SAME-S (the small models' autoencoder: chunked attention, kernel-3 decoder mapping) is
+beyond ``AutoencoderSAME``: :func:`same_extras` says what ``sa3_same`` must add. The rest that
+diffusers' classes cannot express is refused, naming the config key. No torch here.
 """
 
 from __future__ import annotations
@@ -253,20 +255,16 @@ def _same_halves(ae: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
             raise _refuse(f"{path}.type", block.get("type"), "SA3 uses SAME")
         cfg = dict(block.get("config", {}))
         window = cfg.get("sliding_window")
-        if window is None:
-            # SAME-S (the small models) attends in fixed chunks with a midpoint shift;
-            # AutoencoderSAME of diffusers 0.42 only has the sliding-window band.
-            raise _refuse(
-                f"{path}.config.sliding_window",
-                None,
-                "diffusers' AutoencoderSAME has sliding-window attention only, not "
-                "the chunked attention (chunk_size/chunk_midpoint_shift) of SAME-S",
-            )
-        if len(window) != 2 or window[0] != window[1]:
+        if window is not None and (len(window) != 2 or window[0] != window[1]):
             raise _refuse(f"{path}.config.sliding_window", window, "the band must be symmetric")
+        if window is None and int(cfg.get("chunk_size", 128)) % int(cfg["strides"][0]) != 0:
+            raise _refuse(
+                f"{path}.config.chunk_size",
+                cfg.get("chunk_size"),
+                "chunks must hold whole latents (a multiple of the stride)",
+            )
         for key, allowed, default in (
             ("dyt", True, True),
-            ("conv_mapping", False, False),
             ("layer_scale", False, False),
             ("conformer", False, False),
             ("feat_scale", False, False),
@@ -337,7 +335,7 @@ def diffusers_configs(
             "use_differential_attention": sa3.same_differential,
             "dim_heads": int(encoder.get("dim_heads", 128)),
             "ff_mult": int(encoder.get("ff_mult", 3)),
-            "sliding_window": int(encoder["sliding_window"][0]),
+            "sliding_window": int((encoder.get("sliding_window") or [1])[0]),
             "encoder_sinusoidal_blocks": list(encoder.get("sinusoidal_blocks", [0] * n_levels)),
             "decoder_sinusoidal_blocks": list(decoder.get("sinusoidal_blocks", [0] * n_levels)),
             "sampling_rate": sa3.sample_rate,
@@ -351,6 +349,20 @@ def diffusers_configs(
             "max_freq": 10000.0,
         },
     }
+
+
+def same_extras(sa3: SA3Config) -> dict[str, Any]:
+    """What diffusers' AutoencoderSAME cannot hold (SAME-S): ``sa3_same`` runs it. {} for SAME-L."""
+    encoder, decoder = _same_halves(_get(sa3.raw, "model.pretransform.config"))
+    extras: dict[str, Any] = {}
+    if encoder.get("sliding_window") is None:
+        extras["attention"] = "chunked"
+        extras["chunk_size"] = int(encoder.get("chunk_size", 128))
+        extras["chunk_midpoint_shift"] = bool(encoder.get("chunk_midpoint_shift", False))
+    for half, cfg in (("encoder", encoder), ("decoder", decoder)):
+        if cfg.get("conv_mapping", False):
+            extras[f"{half}_mapping_kernel"] = 3
+    return extras
 
 
 def _shape(shapes: Mapping[str, tuple[int, ...]], key: str) -> tuple[int, ...]:

@@ -28,7 +28,8 @@ from safetensors.torch import load_file, save_file
 from stable_audio_bento.errors import ImportSourceError
 from stable_audio_bento.model_import import KNOWN_REPOS, import_source
 from stable_audio_bento.sa3_convert import convert_hub_dir
-from stable_audio_bento.sa3_layout import diffusers_configs, plan_keys, read_config
+from stable_audio_bento.sa3_layout import diffusers_configs, plan_keys, read_config, same_extras
+from stable_audio_bento.sa3_same import build_vae
 from tests.fake_hub import FakeRepo, fake_hub
 from tests.servers import REPO_ROOT
 
@@ -36,25 +37,30 @@ pytestmark = pytest.mark.integration
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 MANIFEST: dict[str, Any] = json.loads((DATA / "sa3_key_manifest.json").read_text())
+# The small models' shape: plain DiT attention, SAME-S (chunked attention, kernel-3 mapping).
+SMALL: dict[str, Any] = json.loads((DATA / "sa3_small_key_manifest.json").read_text())
+MANIFESTS = pytest.mark.parametrize("manifest", [MANIFEST, SMALL], ids=["medium", "small"])
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "duration_embedder", "scheduler")
 SA3_REPO = "stabilityai/stable-audio-3-small-sfx"
 T5GEMMA_REPO = "google/t5gemma-b-b-ul2"
 
 
-def hub_state(seed: int = 0) -> dict[str, torch.Tensor]:
+def hub_state(seed: int = 0, manifest: dict[str, Any] = MANIFEST) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(v["shape"], generator=gen) for k, v in MANIFEST["keys"].items()}
+    return {k: torch.randn(v["shape"], generator=gen) for k, v in manifest["keys"].items()}
 
 
 def make_hub_dir(
     target: Path,
     config: dict[str, Any] | None = None,
     state: dict[str, torch.Tensor] | None = None,
+    manifest: dict[str, Any] = MANIFEST,
 ) -> Path:
     """A local directory in the hub's layout, as a user would download it."""
     target.mkdir(parents=True)
-    (target / "model_config.json").write_text(json.dumps(config or MANIFEST["model_config"]))
-    save_file(state if state is not None else hub_state(), str(target / "model.safetensors"))
+    (target / "model_config.json").write_text(json.dumps(config or manifest["model_config"]))
+    state = state if state is not None else hub_state(manifest=manifest)
+    save_file(state, str(target / "model.safetensors"))
     shutil.copytree(DATA / "sa3_text_encoder", target / "text_encoder")
     return target
 
@@ -74,20 +80,21 @@ def entry_files(directory: Path) -> dict[str, bytes]:
 
 
 # ------------------------------------------------------------------ the key mapping
-def test_every_hub_key_maps_as_the_parity_manifest_says() -> None:
-    sa3 = read_config(MANIFEST["model_config"])
-    plans = plan_keys(sa3, sorted(MANIFEST["keys"]))
-    assert set(plans) == set(MANIFEST["keys"])
+@MANIFESTS
+def test_every_hub_key_maps_as_the_parity_manifest_says(manifest: dict[str, Any]) -> None:
+    sa3 = read_config(manifest["model_config"])
+    plans = plan_keys(sa3, sorted(manifest["keys"]))
+    assert set(plans) == set(manifest["keys"])
     for name, plan in plans.items():
-        want = MANIFEST["keys"][name]
+        want = manifest["keys"][name]
         assert (plan.component, plan.key, plan.transform) == (
             want["component"],
             want["key"],
             want["transform"],
         ), name
-    # Both attention kinds are differential in the parity model: their QKV rows are reordered.
+    # Differential attention (SAME in both, the DiT in medium's shape) has its QKV reordered.
     reordered = [n for n, p in plans.items() if p.transform == "qkv_reorder"]
-    assert any(n.startswith("model.model.") for n in reordered)
+    assert any(n.startswith("model.model.") for n in reordered) == sa3.dit_differential
     assert any(n.startswith("pretransform.model.") for n in reordered)
 
 
@@ -114,23 +121,24 @@ def test_the_reference_sampling_settings_reach_the_entry(tmp_path: Path) -> None
     assert (plain.sampling_shift, plain.use_effective_length_for_schedule) == (None, False)
 
 
-def test_mapped_shapes_fit_the_diffusers_modules() -> None:
-    from diffusers import AutoencoderSAME, StableAudio3DiTModel, StableAudio3DurationEmbedder
+@MANIFESTS
+def test_mapped_shapes_fit_the_diffusers_modules(manifest: dict[str, Any]) -> None:
+    from diffusers import StableAudio3DiTModel, StableAudio3DurationEmbedder
 
-    sa3 = read_config(MANIFEST["model_config"])
-    shapes = {k: tuple(v["shape"]) for k, v in MANIFEST["keys"].items()}
+    sa3 = read_config(manifest["model_config"])
+    shapes = {k: tuple(v["shape"]) for k, v in manifest["keys"].items()}
     configs = diffusers_configs(sa3, shapes)
     with torch.device("meta"):
         modules = {
             "transformer": StableAudio3DiTModel(**configs["transformer"]),
-            "vae": AutoencoderSAME(**configs["vae"]),
+            "vae": build_vae(configs["vae"], same_extras(sa3), device="meta"),
             "duration_embedder": StableAudio3DurationEmbedder(**configs["duration_embedder"]),
         }
     expected = {
         c: {k: tuple(v.shape) for k, v in m.state_dict().items()} for c, m in modules.items()
     }
     mapped: dict[str, set[str]] = {c: set() for c in modules}
-    for name, entry in MANIFEST["keys"].items():
+    for name, entry in manifest["keys"].items():
         component = entry["component"]
         if component in modules:
             assert expected[component][entry["key"]] == tuple(entry["shape"]), name
@@ -387,8 +395,11 @@ SAME_ENCODER = "model.pretransform.config.encoder.config"
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"config": _config_with(f"{SAME_ENCODER}.sliding_window", None)}, "chunked attention"),
-        ({"config": _config_with(f"{SAME_ENCODER}.conv_mapping", True)}, "conv_mapping=True"),
+        (
+            {"config": _config_with(f"{SAME_ENCODER}.sliding_window", [1, 2])},
+            "the band must be symmetric",
+        ),
+        ({"config": _config_with(f"{SAME_ENCODER}.dyt", False)}, "dyt=False"),
         (
             {"config": _config_with("model.diffusion.diffusion_objective", "v")},
             "diffusion_objective='v' is not supported",
@@ -405,8 +416,8 @@ SAME_ENCODER = "model.pretransform.config.encoder.config"
         ({"truncate": "model.safetensors"}, "not a readable safetensors file"),
     ],
     ids=[
-        "SAME-S chunked",
-        "conv mapping",
+        "asymmetric band",
+        "no DyT",
         "v objective",
         "layer-norm qk",
         "unknown tensor",
@@ -485,3 +496,45 @@ def test_full_small_and_medium_shapes_have_the_published_sizes() -> None:
     assert round(count(medium) / 1e7) == 145
     assert round(count(same_s) / 1e6, 1) == 107.5
     assert round(count(same_l) / 1e6) == 852
+
+
+# ------------------------------------------------------------------ SAME-S (small)
+def test_same_s_converts_with_its_chunked_attention_recorded(tmp_path: Path) -> None:
+    from diffusers import AutoencoderSAME
+
+    from stable_audio_bento import sa3_same
+    from stable_audio_bento.sa3_convert import diffusers_facts
+
+    hub = make_hub_dir(tmp_path / "hub", manifest=SMALL)
+    out = tmp_path / "entry"
+    convert_hub_dir(hub, out)
+    extras = sa3_same.same_extras(out / "vae")
+    assert extras == {
+        "attention": "chunked",
+        "chunk_size": 8,
+        "chunk_midpoint_shift": True,
+        "decoder_mapping_kernel": 3,
+    }
+    vae = sa3_same.load_vae(out / "vae")
+    source = load_file(str(hub / "model.safetensors"))
+    mapping = "pretransform.model.decoder.layers.3.mapping.weight_v"
+    assert torch.equal(vae.decoder.blocks[0].mapping.weight_v, source[mapping])
+    with torch.no_grad():
+        latents = sa3_same.encode(vae, torch.randn(1, 2, 384))
+        audio = sa3_same.decode(vae, latents)
+    assert latents.shape == (1, 16, 12)
+    assert audio.shape == (1, 2, 384)
+    # Stock diffusers cannot run it: its kernel-1 mapping does not take the weights.
+    with pytest.raises((RuntimeError, ValueError)):
+        AutoencoderSAME.from_pretrained(str(out / "vae"), local_files_only=True)
+    # A copy in diffusers' layout validates against the same SAME-S build.
+    assert diffusers_facts(out).latent_downsampling == 32
+
+
+def test_same_s_chunks_must_hold_whole_latents(tmp_path: Path) -> None:
+    config = json.loads(json.dumps(SMALL["model_config"]))
+    for half in ("encoder", "decoder"):
+        config["model"]["pretransform"]["config"][half]["config"]["chunk_size"] = 6
+    hub = make_hub_dir(tmp_path / "hub", config, manifest=SMALL)
+    with pytest.raises(ImportSourceError, match="chunk_size=6 is not supported"):
+        import_source(str(hub))
