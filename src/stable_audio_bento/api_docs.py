@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from . import limits
 from .auth import is_open
 from .request_guard import ASGIApp, Message, Receive, Scope, Send
 
@@ -89,10 +90,52 @@ def _error(status: int) -> dict[str, Any]:
     return response
 
 
+# What the request models refuse beyond their JSON Schema: said in the schema, so that a
+# generator of valid requests does not send them (vLLM-Omni refuses "sse" with a 422).
+REFUSED_VALUES = {"stream_format": ["sse"]}
+SAMPLER_KWARG_NAMES = {
+    "pattern": f"^[A-Za-z_][A-Za-z0-9_]{{0,{limits.SAMPLER_KWARGS_KEY_MAX_CHARS - 1}}}$",
+    "not": {"enum": sorted(limits.RESERVED_SAMPLER_KWARGS)},
+}
+
+
+def _fix_properties(node: Any) -> None:
+    """Walk every schema: optional fields BentoML wrote as non-null, refused values, and
+    the sampler_kwargs key rule, made explicit."""
+    if isinstance(node, list):
+        for item in node:
+            _fix_properties(item)
+        return
+    if not isinstance(node, dict):
+        return
+    for name, prop in (node.get("properties") or {}).items():
+        if not isinstance(prop, dict):
+            continue
+        if "default" in prop and prop["default"] is None and isinstance(prop.get("type"), str):
+            prop["type"] = [prop["type"], "null"]  # an optional field accepts null
+        for refused in REFUSED_VALUES.get(name, []):
+            for option in [prop, *prop.get("anyOf", [])]:
+                if isinstance(option.get("enum"), list) and refused in option["enum"]:
+                    option["enum"] = [v for v in option["enum"] if v != refused]
+        if name == "sampler_kwargs":
+            for option in [prop, *prop.get("anyOf", [])]:
+                if option.get("type") == "object":
+                    option["propertyNames"] = SAMPLER_KWARG_NAMES
+                    option["maxProperties"] = limits.SAMPLER_KWARGS_MAX_KEYS
+                    values = option.get("additionalProperties")
+                    for kind in values.get("anyOf", []) if isinstance(values, dict) else []:
+                        if kind.get("type") == "string":
+                            kind["maxLength"] = limits.SAMPLER_KWARGS_STR_MAX_CHARS
+    for value in node.values():
+        if isinstance(value, dict | list):
+            _fix_properties(value)
+
+
 def complete(schema: dict[str, Any]) -> dict[str, Any]:
     """``schema`` with every status and content type the server really answers (in place)."""
     if str(schema.get("openapi", "")).startswith("3.0"):
         schema["openapi"] = "3.1.0"  # what its schemas already are (JSON Schema 2020-12)
+    _fix_properties(schema)
     audio = _media_types(schema)
     task_status = schema.get("components", {}).get("schemas", {}).get("TaskStatusResponse")
     if isinstance(task_status, dict):

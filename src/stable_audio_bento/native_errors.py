@@ -133,8 +133,13 @@ class NativeApiErrors:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith(self.prefix):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if not path.startswith(self.prefix):
+            # Elsewhere only BentoML's plain-text errors (its router's 404 for a path no route
+            # takes, e.g. one with a newline) become the envelope.
+            await self.app(scope, receive, _rewriting(send, plain_only=True))
             return
         allowed = native_method(path)
         if scope.get("method") != allowed:
@@ -173,13 +178,20 @@ class NativeApiErrors:
         return replay, self.validate(raw)
 
 
-def _rewriting(send: Send) -> Send:
-    """A ``send`` that buffers an error response's body and sends it as the envelope."""
+def _rewriting(send: Send, plain_only: bool = False) -> Send:
+    """A ``send`` that buffers an error response's body and sends it as the envelope
+    (with ``plain_only``, only one that is not JSON already)."""
     state: dict[str, Any] = {"start": None, "body": bytearray()}
+
+    def is_plain(message: Message) -> bool:
+        for name, value in message.get("headers", []):
+            if name.lower() == b"content-type":
+                return bool(value.lower().startswith(b"text/plain"))
+        return True
 
     async def rewrite(message: Message) -> None:
         if message["type"] == "http.response.start":
-            if message["status"] < 400:
+            if message["status"] < 400 or (plain_only and not is_plain(message)):
                 state["start"] = False
                 await send(message)
             else:

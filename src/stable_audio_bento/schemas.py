@@ -148,6 +148,17 @@ class CompatRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True)
 
+    @field_validator(
+        "seed", "steps", "num_inference_steps", "batch_size", mode="before", check_fields=False
+    )
+    @classmethod
+    def _integral_numbers(cls, value: object) -> object:
+        # JSON Schema counts 8.0 as an integer, so both OpenAPI documents promise it: it is 8
+        # (8.5, "8" and true stay refused).
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
     @property
     def ignored_fields(self) -> list[str]:
         """Fields of the body that no API knows, in the order sent."""

@@ -178,3 +178,14 @@ def test_undeclared_methods_on_native_paths_are_405(method: str, path: str, allo
     assert sent[0]["status"] == 405
     assert dict(sent[0]["headers"])[b"allow"] == allowed.encode()
     assert json.loads(sent[1]["body"])["error"]["code"] == 405
+
+
+def test_plain_text_errors_elsewhere_become_the_envelope() -> None:
+    plain = NativeApiErrors(bentoml_like(404, b"Not Found", b"text/plain; charset=utf-8"))
+    status, headers, body = run(plain, "/jobs/a\nb/cancel", b"")
+    assert (status, headers["content-type"]) == (404, "application/json")
+    assert json.loads(body)["error"]["type"] == "NotFoundError"
+    ours = NativeApiErrors(bentoml_like(404, {"error": {"message": "m", "type": "NotFoundError"}}))
+    assert json.loads(run(ours, "/jobs/x", b"")[2]) == {
+        "error": {"message": "m", "type": "NotFoundError"}
+    }
