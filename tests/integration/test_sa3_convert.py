@@ -520,10 +520,13 @@ def test_same_s_converts_with_its_chunked_attention_recorded(tmp_path: Path) -> 
     mapping = "pretransform.model.decoder.layers.3.mapping.weight_v"
     assert torch.equal(vae.decoder.blocks[0].mapping.weight_v, source[mapping])
     with torch.no_grad():
-        latents = sa3_same.encode(vae, torch.randn(1, 2, 384))
+        latents = sa3_same.encode(vae, torch.randn(2, 2, 384))
         audio = sa3_same.decode(vae, latents)
-    assert latents.shape == (1, 16, 12)
-    assert audio.shape == (1, 2, 384)
+        alone = sa3_same.decode(vae, latents[1:])
+    assert latents.shape == (2, 16, 12)
+    assert audio.shape == (2, 2, 384)
+    # Chunks never mix batch items (random weights: outputs in the thousands).
+    assert (audio[1:] - alone).abs().max() <= 1e-5 * alone.abs().max()
     # Stock diffusers cannot run it: its kernel-1 mapping does not take the weights.
     with pytest.raises((RuntimeError, ValueError)):
         AutoencoderSAME.from_pretrained(str(out / "vae"), local_files_only=True)
