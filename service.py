@@ -3,6 +3,8 @@
 Native APIs (usable from ``bentoml.SyncHTTPClient`` / ``AsyncHTTPClient``):
   ``POST /api/generate``                 sync: request in, audio file out
   ``POST /api/generate_async/submit``    task: ``/status``, ``/get`` (BentoML task protocol)
+  ``POST /api/audio_to_audio``           sync: an audio file and the mode's fields in, audio out
+  ``POST /api/audio_to_audio_async/submit``  the same as a task
 Compatible routes (FastAPI, mounted at ``/``): ``/v1/audio/generate``, ``/v1/audio/generations``,
 ``/generate``, ``/jobs``, ``/health``, ``/outputs/{key}``, ``/ui/``.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import logging
 from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 # huggingface_hub reads its cache and offline settings once, at import: set them first.
 from stable_audio_bento.hub_cache import prepare_offline_hub
@@ -23,12 +25,14 @@ import bentoml  # noqa: E402
 from bentoml.exceptions import BentoMLException  # noqa: E402
 from bentoml.validators import ContentType  # noqa: E402
 from starlette.middleware.cors import CORSMiddleware  # noqa: E402
+from starlette.responses import Response  # noqa: E402
 
 from stable_audio_bento.api_docs import ApiDocsMiddleware  # noqa: E402
 from stable_audio_bento.auth import ApiKeyMiddleware  # noqa: E402
 from stable_audio_bento.concurrency import ConcurrencyLimit  # noqa: E402
 from stable_audio_bento.errors import StableAudioError  # noqa: E402
 from stable_audio_bento.http import create_app, map_error  # noqa: E402
+from stable_audio_bento.http.audio_in import AUDIO_IN_PATHS, native_request  # noqa: E402
 from stable_audio_bento.http.cors import cors_options  # noqa: E402
 from stable_audio_bento.http.native import write_error, write_output  # noqa: E402
 from stable_audio_bento.lifecycle import exit_when_orphaned, requeue_on_sigterm  # noqa: E402
@@ -43,6 +47,7 @@ settings = Settings()
 app = create_app()
 
 AudioFile = Annotated[Path, ContentType("audio/*")]
+AudioInMode = Literal["audio-to-audio", "inpainting", "continuation"]
 
 
 def _send(ctx: bentoml.Context, path: Path, headers: dict[str, str]) -> Path:
@@ -116,6 +121,73 @@ class StableAudio:
             ctx.response.status_code = status
             return _send(ctx, path, {"content-type": "application/json"})
 
+    def _audio_in(self, mode: str, audio: Path, fields: dict[str, Any]) -> Any:
+        spec, data = native_request(mode, audio, fields, settings.max_upload_mb)
+        return self.runtime.audio_in.generate(spec, data)
+
+    @bentoml.api(route="/api/audio_to_audio")
+    def audio_to_audio(
+        self,
+        audio: AudioFile,
+        prompt: str,
+        ctx: bentoml.Context,
+        mode: AudioInMode = "audio-to-audio",
+        model: str | None = None,
+        negative_prompt: str | None = None,
+        duration: float | None = None,
+        steps: int | None = None,
+        cfg_scale: float | None = None,
+        seed: int = -1,
+        response_format: str = "wav",
+        init_noise_level: float = 0.9,
+        inpaint_start_seconds: list[float] | None = None,
+        inpaint_end_seconds: list[float] | None = None,
+        trim: bool = False,
+    ) -> AudioFile:
+        """Variation (audio-to-audio), inpainting or continuation of an uploaded file."""
+        fields = dict(locals())
+        for name in ("self", "audio", "ctx", "mode"):
+            fields.pop(name)
+        try:
+            result = self._audio_in(mode, audio, fields)
+        except StableAudioError as e:
+            raise ApiError(e) from e
+        return _send(ctx, *write_output(result, ctx.temp_dir))
+
+    @bentoml.task(route="/api/audio_to_audio_async")
+    def audio_to_audio_async(
+        self,
+        audio: AudioFile,
+        prompt: str,
+        ctx: bentoml.Context,
+        mode: AudioInMode = "audio-to-audio",
+        model: str | None = None,
+        negative_prompt: str | None = None,
+        duration: float | None = None,
+        steps: int | None = None,
+        cfg_scale: float | None = None,
+        seed: int = -1,
+        response_format: str = "wav",
+        init_noise_level: float = 0.9,
+        inpaint_start_seconds: list[float] | None = None,
+        inpaint_end_seconds: list[float] | None = None,
+        trim: bool = False,
+    ) -> AudioFile:
+        """The same as a BentoML task (submit, then poll status and get)."""
+        fields = dict(locals())
+        for name in ("self", "audio", "ctx", "mode"):
+            fields.pop(name)
+        try:
+            result = self._audio_in(mode, audio, fields)
+        except Exception as e:  # ends the task `failed` (see generate_async)
+            error = e if isinstance(e, StableAudioError) else StableAudioError(str(e))
+            response = map_error(error)
+            ctx.response.status_code = response.status_code
+            return response  # type: ignore[return-value]
+        # A task's result is stored from a Response (BentoML 1.4 cannot store a Path's).
+        body = Response(result.body(), media_type=result.media_type, headers=result.headers())
+        return body  # type: ignore[return-value]
+
 
 def _plan_task(raw: bytes) -> object:
     """What a task's run would check first (schema, model, limits), at submit; loads nothing."""
@@ -144,4 +216,5 @@ service.add_asgi_middleware(
     max_body_bytes=settings.max_body_kb * 1024,
     max_upload_bytes=int((settings.max_upload_mb + 1) * 2**20),
     max_prompt_chars=settings.max_prompt_chars,
+    upload_json_paths=AUDIO_IN_PATHS,
 )

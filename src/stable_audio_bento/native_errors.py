@@ -26,6 +26,8 @@ from .request_guard import (
     Receive,
     Scope,
     Send,
+    _content_type,
+    _is_json,
     envelope,
     parse_strict_json,
     send_json,
@@ -148,7 +150,9 @@ class NativeApiErrors:
             headers = [(b"allow", allowed.encode())]
             await send_json(send, 405, envelope(405, message, "BadRequestError"), headers)
             return
-        if self.validate is not None and path.endswith(self.submit_suffix):
+        # Only JSON task bodies are checked here: a multipart one (a file in) when it runs.
+        is_json = _is_json(_content_type(scope))
+        if self.validate is not None and path.endswith(self.submit_suffix) and is_json:
             receive, refused = await self._check_submit(receive)
             if refused is not None:
                 await send_json(send, refused[0], to_envelope(*refused))

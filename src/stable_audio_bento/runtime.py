@@ -9,6 +9,8 @@ from dataclasses import replace
 from typing import Any
 
 from .archive import ZIP_EXTENSION
+from .audio_jobs import run_audio_job
+from .audio_to_audio import AUDIO_IN_MODES, AudioToAudio
 from .engine import model_info
 from .errors import (
     IdempotencyKeyReusedError,
@@ -24,6 +26,7 @@ from .jobs.worker import JobWorker
 from .registry import ModelRegistry
 from .schemas import GenerationParams
 from .settings import Settings
+from .sources import SourceStore, sources_from_settings, sweep_sources
 from .storage import Storage, storage_from_settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,9 @@ class Runtime:
         self.generator = AudioGenerator(settings, self.registry)
         self.jobs: JobStore = job_store_from_settings(settings)
         self.storage: Storage = storage_from_settings(settings)
+        # Audio in: the same pipeline's parts; job sources kept beside the outputs.
+        self.audio_in = AudioToAudio(self.generator)
+        self.sources: SourceStore = sources_from_settings(settings, self.storage)
         self.worker = JobWorker(
             self.jobs,
             self.storage,
@@ -52,6 +58,9 @@ class Runtime:
             retention_seconds=settings.job_retention_seconds,
             # Nothing outlives its retention by more than a quarter of it (or ten minutes).
             sweep_interval=min(600.0, settings.job_retention_seconds / 4),
+            also_sweep=lambda: sweep_sources(
+                self.sources, self.jobs, settings.job_retention_seconds
+            ),
         )
         self.ready = False
         # The device models run on: the requested one until a model has loaded and said.
@@ -134,6 +143,8 @@ class Runtime:
         is_canceled: Callable[[], bool],
     ) -> JobOutput:
         """The worker's entry point: the same pipeline as the sync APIs."""
+        if job.mode in AUDIO_IN_MODES:
+            return run_audio_job(self, job, progress, is_canceled)
         if is_canceled():
             raise JobCanceled("canceled before it started")
         result = self.generator.generate(self.job_params(job), progress)

@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from ..archive import media_type_of
+from ..audio_jobs import source_view
 from ..errors import StableAudioError, StorageError
 from ..jobs.models import Job
 from ..runtime import Runtime
@@ -72,6 +73,8 @@ def job_view(job: Job, runtime: Runtime, base_url: str) -> dict[str, Any]:
         "cancel_requested": job.cancel_requested,
         "request": request,
         "params": job.params or None,
+        "source": source_view(job),
+        "audio_in": job.audio_in or None,
     }
 
 

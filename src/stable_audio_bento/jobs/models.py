@@ -63,6 +63,14 @@ class Job(BaseModel):
         "key); None on an open server.",
     )
     cancel_requested: bool = False
+    audio_in: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Audio-in jobs: the mode's own fields (AudioInParams.to_record).",
+    )
+    source: dict[str, Any] | None = Field(
+        default=None,
+        description="Audio-in jobs: the stored source (key, filename, bytes, sha256, seconds).",
+    )
 
     @property
     def finished(self) -> bool:

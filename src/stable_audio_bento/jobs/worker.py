@@ -80,6 +80,7 @@ class JobWorker:
         retention_seconds: float | None = None,
         sweep_interval: float = 600.0,
         heartbeat_interval: float | None = None,
+        also_sweep: Callable[[], int] | None = None,
     ) -> None:
         self.store = store
         self.storage = storage
@@ -96,6 +97,8 @@ class JobWorker:
         self.fallback_dir = Path(fallback_dir)
         self.retention_seconds = retention_seconds
         self.sweep_interval = sweep_interval
+        # More files that expire with their jobs (the sources of audio-in jobs).
+        self.also_sweep = also_sweep
         # Often enough that a cancel is seen within a second, and a lease survives two misses.
         self.heartbeat_interval = heartbeat_interval or min(1.0, lease_seconds / 3)
         self._stopping = threading.Event()
@@ -170,7 +173,8 @@ class JobWorker:
                 self.storage.delete(key)
             except Exception:
                 logger.exception("Could not delete expired output %s", key)
-        return len(keys) + self._purge_fallbacks(time.time() - self.retention_seconds)
+        extra = self.also_sweep() if self.also_sweep is not None else 0
+        return len(keys) + extra + self._purge_fallbacks(time.time() - self.retention_seconds)
 
     def _purge_fallbacks(self, cutoff: float) -> int:
         deleted = 0
