@@ -73,8 +73,13 @@ def load_vae(folder: Path) -> Any:
     }
     vae = build_vae(config, extras)
     vae.load_state_dict(load_file(str(folder / "diffusion_pytorch_model.safetensors")))
-    vae.sa3_bento = extras
+    setattr(vae, EXTRA, extras)
     return vae.eval()
+
+
+def uses_chunks(vae: Any) -> bool:
+    """True for a SAME-S vae from ``load_vae``: decode and encode it with this module."""
+    return bool(getattr(vae, EXTRA, {}).get("attention") == "chunked")
 
 
 def _layers(block: Any, x: Any, chunk: int, shift: bool) -> Any:

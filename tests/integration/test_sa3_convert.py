@@ -516,6 +516,7 @@ def test_same_s_converts_with_its_chunked_attention_recorded(tmp_path: Path) -> 
         "decoder_mapping_kernel": 3,
     }
     vae = sa3_same.load_vae(out / "vae")
+    assert sa3_same.uses_chunks(vae)
     source = load_file(str(hub / "model.safetensors"))
     mapping = "pretransform.model.decoder.layers.3.mapping.weight_v"
     assert torch.equal(vae.decoder.blocks[0].mapping.weight_v, source[mapping])
