@@ -155,11 +155,11 @@ def measure(
     return {"audio": audio, "seconds": seconds, "rss": rss.mib, "top": top}
 
 
-def measure_stock(engine: Any, request: Any, sampling: Any, warm: Any, repeats: int) -> Any:
-    """stable-audio-tools' ``generate_diffusion_cond`` on the same model: seconds, peak RSS."""
+def measure_stock(engine: Any, request: Any, sampling: Any, repeats: int) -> Any:
+    """stable-audio-tools' ``generate_diffusion_cond`` on the same model: seconds, peak RSS.
+    No warm-up of its own: it runs the modules and shapes our float32 run has just warmed."""
     from .engine import stock_generate
 
-    stock_generate(engine, [request], warm)
     with PeakRss() as rss:
         seconds = timed(lambda: stock_generate(engine, [request], sampling), repeats)[0]
     return seconds, rss.mib
@@ -208,9 +208,8 @@ def run_open_small(
             result = measure(engine, request, sampling, warm, repeats, path)
             if mode == "float32":
                 reference = result["audio"]
-                counted = gpu.model_flops(engine, request, sampling)
-                flops = sampling.steps * counted["step"] + counted["decode"]
-                stock_seconds, stock_rss = measure_stock(engine, request, sampling, warm, repeats)
+                flops = sao_flops(engine, request, sampling)
+                stock_seconds, stock_rss = measure_stock(engine, request, sampling, repeats)
                 rows.append(
                     _row(
                         "open-small", "stock", shape, sampling, request.seconds_total, stock_seconds
@@ -227,13 +226,43 @@ def run_open_small(
                     "peak_rss_mib": result["rss"],
                     "flop": flops,
                     "snr_db": round(min(snr_db(reference, result["audio"]), 999.0), 1),
-                    "profile": str(path.relative_to(REPO_ROOT)) if path else None,
+                    "profile": _shown(path),
                     "profile_top": result["top"],
                 }
             )
             engine.unload()
             del engine
     return rows
+
+
+def sao_flops(engine: Any, request: Any, sampling: Any) -> float:
+    """Model FLOPs of one request: every DiT step (CFG included) and the window's decode.
+
+    The decode is counted on 4 latent frames and scaled: the decoder is convolutional, so its
+    FLOPs are exactly linear in the length (its eager float32 run of the whole window would
+    cost as much as the request)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    frames = engine.info.sample_size // engine.info.latent_downsampling
+    channels = engine.model.io_channels
+    with torch.inference_mode():
+        cond = engine.conditioning([request])
+        x = torch.randn(1, channels, frames, dtype=engine.dtype)
+        t = torch.full((1,), 0.5, dtype=engine.dtype)
+        with FlopCounterMode(display=False) as step:
+            engine.model.model(
+                x, t, **cond, cfg_scale=sampling.cfg_scale, batch_cfg=True, rescale_cfg=True
+            )
+        with FlopCounterMode(display=False) as decode:
+            engine.model.pretransform.decode(torch.randn(1, channels, 4, dtype=engine.dtype))
+    return float(sampling.steps * step.get_total_flops() + decode.get_total_flops() * frames / 4)
+
+
+def _shown(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
 def _row(
@@ -259,9 +288,10 @@ def run(
     modes: Sequence[str] = MODES,
     repeats: int = 1,
     profile_dir: Path | None = PROFILE_DIR,
-    sa3: bool = False,
+    sa3: bool | None = None,
 ) -> dict[str, Any]:
-    """Every model at its CPU shapes, every mode, side by side in this one process."""
+    """Every model at its CPU shapes, every mode, side by side in this one process (SA3-small
+    too unless ``sa3`` is False, when its engine and diffusers' pipeline are there)."""
     import torch
 
     from stable_audio_bento.engine.precision import cpu_cores, native_bfloat16
@@ -271,7 +301,7 @@ def run(
         raise ValueError(f"unknown modes {sorted(unknown)}; expected some of {MODES}")
     peaks = matmul_peaks()
     rows = run_open_small(tiny_shapes, steps, frames, modes, repeats, profile_dir)
-    if sa3:
+    if sa3 or (sa3 is None and sa3_available()):
         from . import cpu_sa3
 
         rows += cpu_sa3.run(tiny_shapes, steps, modes, repeats, profile_dir)
@@ -348,7 +378,7 @@ def sa3_available() -> bool:
     try:
         from diffusers import StableAudio3Pipeline  # noqa: F401
 
-        from . import cpu_sa3  # noqa: F401
+        from . import cpu_sa3, sa3  # noqa: F401
     except ImportError:
         return False
     return True

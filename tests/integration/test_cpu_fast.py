@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,12 +28,18 @@ REQUEST = EngineRequest(prompt="rain on a tin roof", seed=7, seconds_total=1.5)
 
 @contextlib.contextmanager
 def loaded(mode: str, **settings: object) -> Iterator[StableAudioEngine]:
+    with loaded_any("demo", mode, **settings) as engine:
+        assert isinstance(engine, StableAudioEngine)
+        yield engine
+
+
+@contextlib.contextmanager
+def loaded_any(model: str, mode: str, **settings: object) -> Iterator[Any]:
     registry = ModelRegistry(
         Settings(device="cpu", cpu_fast=mode, max_batch_size=1, **settings)  # type: ignore[arg-type]
     )
     try:
-        with registry.use("demo") as entry:
-            assert isinstance(entry.engine, StableAudioEngine)
+        with registry.use(model) as entry:
             yield entry.engine
     finally:
         registry.close()
@@ -105,3 +112,42 @@ def test_int8_mode_quantizes_the_dit(demo_tag: str, reference: FloatAudio) -> No
         ]
         assert quantized
         assert snr_db(reference, generate(engine)) >= Settings().precision_min_snr_db
+
+
+# ------------------------------------------------------------------ SA3 (diffusers backend)
+SA3_REQUEST = EngineRequest(prompt="rain on a tin roof", seed=7, seconds_total=1.0)
+
+
+@pytest.fixture(scope="module")
+def sa3_reference(demo_sa3_tag: str) -> FloatAudio:
+    with loaded_any("demo-sa3", "off") as engine:
+        assert engine.dtype_name == "float32"
+        audio: FloatAudio = engine.generate([SA3_REQUEST], engine.info.sampling(steps=2))[0]
+        return audio
+
+
+@pytest.mark.skipif(not native_bfloat16(), reason="this CPU has no native bfloat16")
+def test_sa3_bfloat16_mode_is_checked_against_float32(
+    demo_sa3_tag: str, sa3_reference: FloatAudio, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.INFO, logger="stable_audio_bento.engine.sa3"),
+        loaded_any("demo-sa3", "bfloat16") as engine,
+    ):
+        assert engine.dtype_name == "bfloat16"
+        audio = engine.generate([SA3_REQUEST], engine.info.sampling(steps=2))[0]
+        assert snr_db(sa3_reference, audio) >= Settings().precision_min_snr_db
+    assert "in bfloat16:" in caplog.text and "dB SNR against float32" in caplog.text
+
+
+def test_sa3_falls_back_to_float32_when_too_far(
+    demo_sa3_tag: str, sa3_reference: FloatAudio
+) -> None:
+    with loaded_any("demo-sa3", "int8", precision_min_snr_db=300.0) as engine:
+        assert engine.dtype_name == "float32"
+        assert not any(
+            isinstance(m, torch.ao.nn.quantized.dynamic.Linear)
+            for m in engine.parts.transformer.modules()
+        )
+        audio = engine.generate([SA3_REQUEST], engine.info.sampling(steps=2))[0]
+        assert snr_db(sa3_reference, audio) > 80

@@ -47,9 +47,19 @@ from .contract import (
     ProgressCallback,
     SamplingParams,
 )
+from .cpu_fast import quantize_int8
 from .info import OBJECTIVE_DEFAULTS, SA3_BACKEND, ModelInfo
 from .noise import ItemNoise, initial_noise
-from .precision import dtype_candidates, first_finite, pick_device, set_threads
+from .precision import (
+    CpuOptions,
+    cpu_candidates,
+    dtype_candidates,
+    first_finite,
+    pick_device,
+    set_threads,
+    snr_db,
+    torch_dtype,
+)
 
 log = logging.getLogger(__name__)
 
@@ -261,17 +271,27 @@ class SA3Engine:
         compile: bool = False,
         check: bool = True,
         threads: int = 0,
+        cpu: CpuOptions | None = None,
     ) -> SA3Engine:
         """Load an entry; half precision is proven by a short generation, as for SAO models
         (float16 -> bfloat16 -> float32 from the stored weights until the audio is finite).
-        ``compile`` compiles the DiT, warmed up by that same generation."""
-        import torch
+        ``compile`` compiles the DiT, warmed up by that same generation. ``cpu`` (the CPU
+        fast path, ``CpuOptions``): bfloat16 where the CPU has it natively, or int8 linear
+        layers in the DiT, each within ``min_snr_db`` of float32's audio for the check
+        request, else float32."""
 
         meta = metadata or {}
         info = read_info(path, name, meta)
         resolved = pick_device(device)
-        set_threads(threads)
-        candidates = dtype_candidates(resolved, half, dtype, meta.get("dtype"))
+        cpu = cpu or CpuOptions()
+        fast = cpu.active(resolved)
+        set_threads(threads, fast)
+        if fast:
+            candidates = cpu_candidates(
+                cpu, dtype if dtype != "auto" else meta.get("dtype", "auto")
+            )
+        else:
+            candidates = dtype_candidates(resolved, half, dtype, meta.get("dtype"))
         shift = ScheduleShift.from_metadata(name, meta)
         norm_eps = meta.get("dit_norm_eps")
         if meta.get("mask_padding_attention"):
@@ -285,7 +305,7 @@ class SA3Engine:
         def make(candidate: str, fresh: bool) -> SA3Engine:
             # Read in the candidate precision (a failed check reads the stored weights again):
             # only that precision's bytes cross to the device.
-            precision = getattr(torch, candidate)
+            precision = torch_dtype(candidate)
             with cls._load_lock:
                 try:
                     parts = Components.read(
@@ -293,14 +313,26 @@ class SA3Engine:
                     )
                 except (OSError, ValueError) as e:
                     raise ModelLoadError(f"{name}: could not load the model: {e}") from e
+            if candidate == "int8":
+                quantize_int8(parts.transformer)
             if compile:
                 parts.transformer.compile(dynamic=True)
             return cls(parts.to(resolved), info, resolved, precision, shift)
 
+        # On a CPU a reduced precision must also stay close to float32's audio.
+        reference = None
+        if check and fast and candidates[0] != "float32":
+            reference = make("float32", False).check_audio()
+
         def proves(engine: SA3Engine, candidate: str) -> bool:
             if not check or (candidate == "float32" and not compile):
                 return True
-            return engine.check_finite()
+            audio = engine.check_audio()
+            if audio is None or reference is None or candidate == "float32":
+                return audio is not None
+            error = snr_db(reference, audio)
+            log.info("%s in %s: %.1f dB SNR against float32", name, candidate, error)
+            return error >= cpu.min_snr_db
 
         engine = first_finite(name, candidates, make, proves)
         engine.stats = EngineStats()  # the check is not a request
@@ -314,14 +346,17 @@ class SA3Engine:
         )
         return engine
 
-    def check_finite(self) -> bool:
-        """Generate a short request; False if its audio is not finite (half precision overflow)."""
+    def check_audio(self) -> FloatAudio | None:
+        """The check request's audio (a short generation), None if it is not finite."""
         request = EngineRequest(prompt="precision check", seed=0, seconds_total=CHECK_SECONDS)
         try:
-            self.generate([request], self.info.sampling(steps=CHECK_STEPS))
+            return self.generate([request], self.info.sampling(steps=CHECK_STEPS))[0]
         except GenerationError:
-            return False
-        return True
+            return None
+
+    def check_finite(self) -> bool:
+        """Generate a short request; False if its audio is not finite (half precision overflow)."""
+        return self.check_audio() is not None
 
     def unload(self) -> None:
         import torch
@@ -646,6 +681,7 @@ def load(
     dtype: str,
     compile: bool,
     threads: int,
+    cpu: CpuOptions | None = None,
 ) -> SA3Engine:
     """The backend's loader (``engine.load_engine``)."""
     return SA3Engine.load(
@@ -657,4 +693,5 @@ def load(
         dtype=dtype,
         compile=compile,
         threads=threads,
+        cpu=cpu,
     )
