@@ -93,6 +93,9 @@ def _error(status: int) -> dict[str, Any]:
 # What the request models refuse beyond their JSON Schema: said in the schema, so that a
 # generator of valid requests does not send them (vLLM-Omni refuses "sse" with a 422).
 REFUSED_VALUES = {"stream_format": ["sse"]}
+# Prompts must not be blank: at least one character that Python's str.strip keeps.
+NOT_BLANK = frozenset({"input", "prompt"})
+NOT_BLANK_PATTERN = "[^\\s\\x1c-\\x1f\\x85]"
 SAMPLER_KWARG_NAMES = {
     "pattern": f"^[A-Za-z_][A-Za-z0-9_]{{0,{limits.SAMPLER_KWARGS_KEY_MAX_CHARS - 1}}}$",
     "not": {"enum": sorted(limits.RESERVED_SAMPLER_KWARGS)},
@@ -117,6 +120,10 @@ def _fix_properties(node: Any) -> None:
             for option in [prop, *prop.get("anyOf", [])]:
                 if isinstance(option.get("enum"), list) and refused in option["enum"]:
                     option["enum"] = [v for v in option["enum"] if v != refused]
+        if name in NOT_BLANK and isinstance(prop, dict):
+            for option in [prop, *prop.get("anyOf", [])]:
+                if option.get("type") == "string":
+                    option["pattern"] = NOT_BLANK_PATTERN
         if name == "sampler_kwargs":
             for option in [prop, *prop.get("anyOf", [])]:
                 if option.get("type") == "object":

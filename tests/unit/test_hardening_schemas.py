@@ -62,3 +62,25 @@ def test_documents_say_what_the_models_refuse() -> None:
     assert kwargs["maxProperties"] == 16 and "steps" in kwargs["propertyNames"]["not"]["enum"]
     assert kwargs["additionalProperties"]["anyOf"][0]["maxLength"] == 256
     assert props["audio_length"]["type"] == ["number", "null"]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "ok"), [("rain", True), (" a ", True), ("\x1c", False), (" ", False)]
+)
+def test_documents_say_a_prompt_is_not_blank(prompt: str, ok: bool) -> None:
+    import re
+
+    doc = complete(
+        {
+            "paths": {},
+            "components": {"schemas": {"R": {"properties": {"prompt": {"type": "string"}}}}},
+        }
+    )
+    pattern = doc["components"]["schemas"]["R"]["properties"]["prompt"]["pattern"]
+    assert bool(re.search(pattern, prompt)) is ok
+    accepted = True
+    try:
+        GenerationsRequest.model_validate({"prompt": prompt})
+    except ValidationError:
+        accepted = False
+    assert accepted is ok  # the document and the server agree
