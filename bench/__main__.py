@@ -1,6 +1,6 @@
 """``python -m bench``: every benchmark in one run; prints the tables, writes JSON and RESULTS.md.
 
-    python -m bench                 engine, service, gpu, encode, cpu (~25 min on 2 cores)
+    python -m bench                 engine, service, gpu, encode, cpu, sa3 (~35 min on 2 cores)
     python -m bench --quick         fewer repeats and sizes (~4 min)
     python -m bench --only engine,gpu
 
@@ -9,8 +9,11 @@ time per stage, coalescing 8 concurrent callers, torch threads), ``service`` (``
 with coalescing on and off under 1 / 4 / 16 concurrent clients, HTTP overhead), ``gpu``
 (open-1.0- and small-shaped models with random weights: ours vs stock vs diffusers; tiny shapes
 on a CPU), ``encode`` (every output format), ``cpu`` (the small models at full shape on this
-CPU: each ``STABLE_AUDIO_CPU_FAST`` mode vs stock float32). The tables go between the markers in
-RESULTS.md; the cpu section has markers of its own, so that each can be rerun alone.
+CPU: each ``STABLE_AUDIO_CPU_FAST`` mode vs stock float32), ``sa3`` (the Stable Audio 3 small
+shape with random weights on this CPU: our engine vs diffusers' ``StableAudio3Pipeline``, 10 s
+and 30 s at 8 steps, seconds and peak RSS, decode time against length). The tables go between
+the markers in RESULTS.md; the cpu and sa3 sections have markers of their own, so that each can
+be rerun alone.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from typing import Any
 from .common import load_average, machine, prepare_environment
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("engine", "service", "gpu", "encode", "cpu")
+SECTIONS = ("engine", "service", "gpu", "encode", "cpu", "sa3")
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 CPU_BEGIN, CPU_END = "<!-- bench:cpu:begin -->", "<!-- bench:cpu:end -->"
+SA3_BEGIN, SA3_END = "<!-- bench:sa3:begin -->", "<!-- bench:sa3:end -->"
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     sections = [s for s in SECTIONS if s in args.only.split(",")]
     prepare_environment(args.bentoml_home)
-    from . import cpu, encode, engine, gpu, service
+    from . import cpu, encode, engine, gpu, sa3, service
     from .common import demo_entry
 
     command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
@@ -81,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
     }
     rendered: list[str] = []
-    cpu_table = ""
+    cpu_table = sa3_table = ""
     began = time.perf_counter()
     entry = demo_entry() if {"engine", "service"} & set(sections) else None
     for section in sections:
@@ -102,10 +106,14 @@ def main(argv: list[str] | None = None) -> int:
             report["cpu"] = cpu.run(sa3=cpu.sa3_available())
             cpu_table = cpu.render(report["cpu"])
             print(cpu_table, flush=True)
+        elif section == "sa3":
+            report["sa3"] = sa3.run()
+            sa3_table = sa3.render(report["sa3"])
+            print(sa3_table, flush=True)
         else:
             report["encode"] = encode.run(repeats=2 if args.quick else 5)
             rendered.append(encode.render(report["encode"]))
-        if section != "cpu":
+        if section not in ("cpu", "sa3"):
             print(rendered[-1], flush=True)
         print(
             f"[bench] {section} took {time.perf_counter() - started:.0f} s",
@@ -130,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             update_markdown(args.markdown, tables)
         if cpu_table:
             update_markdown(args.markdown, f"{header}\n\n{cpu_table}", CPU_BEGIN, CPU_END)
+        if sa3_table:
+            update_markdown(args.markdown, f"{header}\n\n{sa3_table}", SA3_BEGIN, SA3_END)
         print(f"[bench] wrote {args.json} and {args.markdown}", file=sys.stderr)
     return 0
 

@@ -1,4 +1,5 @@
-"""GPU mode: stable-audio-open-1.0- and -small-shaped models with random weights, three ways.
+"""GPU mode: stable-audio-open-1.0- and -small-shaped models with random weights, three ways;
+Stable Audio 3 small and medium shapes, ours vs diffusers' ``StableAudio3Pipeline`` (``sa3.py``).
 
 No weights are needed: each model is built from its published configuration with seeded random
 weights (a T5 of ``t5-base``'s shape included), so the cost per step is the real model's.
@@ -410,9 +411,15 @@ def run(
     frames: int | None = None,
     repeats: int = 2,
     models: tuple[str, ...] = ("open-1.0", "small"),
+    sa3_lengths: tuple[float, ...] | None = None,
 ) -> dict[str, Any]:
-    """Every model shape, three ways. ``tiny_shapes`` None: tiny unless a GPU is present."""
+    """Every model shape, three ways; then the Stable Audio 3 small and medium shapes, ours vs
+    diffusers' pipeline (``sa3_lengths`` seconds; default 10 / 120 / 380 on a GPU, 2 / 5 on a
+    CPU, where stock's quadratic decode would not fit at those lengths). ``tiny_shapes`` None:
+    tiny unless a GPU is present."""
     import torch
+
+    from . import sa3
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     use_tiny = device != "cuda" if tiny_shapes is None else tiny_shapes
@@ -426,8 +433,10 @@ def run(
         row["fraction_of_peak"] = {
             k: _sig(v / peak["tflops"]) for k, v in row["achieved_tflops"].items()
         }
+    lengths = sa3_lengths or ((10.0, 120.0, 380.0) if device == "cuda" else (2.0, 5.0))
+    sa3_rows = sa3.gpu_rows(device, use_tiny, lengths)
     device_name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
-    return {"device": device_name, "peak": peak, "models": rows}
+    return {"device": device_name, "peak": peak, "models": rows, "sa3": sa3_rows}
 
 
 def render(results: dict[str, Any]) -> str:
@@ -474,4 +483,8 @@ def render(results: dict[str, Any]) -> str:
         + ".",
         "",
     ]
+    if results.get("sa3"):
+        from . import sa3
+
+        out.append(sa3.render_gpu(results["sa3"]))
     return "\n".join(out)

@@ -97,3 +97,31 @@ def test_gpu_mode_runs_on_the_cpu_at_tiny_size() -> None:
     table = gpu.render(results)
     assert "| open-1.0 | tiny | diffusers |" in table
     assert "| small | tiny | diffusers | n/a |" in table
+    # Stable Audio 3: both shapes, both implementations, at each length.
+    sa3 = {(r["model"], r["audio_seconds"]): r for r in results["sa3"]}
+    assert set(sa3) == {(m, s) for m in ("sa3-small", "sa3-medium") for s in (2.0, 5.0)}
+    for row in sa3.values():
+        assert row["shape"] == "tiny"
+        assert all(isinstance(v, float) and v > 0 for v in row["seconds"].values())
+        assert set(row["seconds"]) == {"ours", "stock"}
+    assert "| sa3-medium | tiny | 5 | stock |" in table
+
+
+def test_the_sa3_shapes_are_the_published_models() -> None:
+    """The DiT's text-to-audio parameters (all but the inpainting projections): small 433 M,
+    medium 1.4 B; the autoencoders SAME-S 107.5 M and SAME-L 852 M. Meta device: no memory."""
+    from diffusers import AutoencoderSAME, StableAudio3DiTModel
+
+    from bench import sa3
+
+    def millions(module: torch.nn.Module, without: str = "to_local_embed") -> float:
+        return sum(p.numel() for n, p in module.named_parameters() if without not in n) / 1e6
+
+    with torch.device("meta"):
+        dits = {k: StableAudio3DiTModel(**v["transformer"]) for k, v in sa3.SHAPES.items()}
+        vaes = {k: AutoencoderSAME(**v["vae"]) for k, v in sa3.SHAPES.items()}
+    assert round(millions(dits["small"])) == 433
+    assert round(millions(dits["medium"]) / 100) / 10 == 1.4
+    assert round(millions(vaes["small"]), 1) == 107.5
+    assert round(millions(vaes["medium"])) == 852
+    assert (sa3.SHAPES["small"]["max_seconds"], sa3.SHAPES["medium"]["max_seconds"]) == (120, 380)
