@@ -15,7 +15,8 @@ A store entry is a directory in ``StableAudio3Pipeline.save_pretrained``'s layou
 - the schedule is SA3's (log-SNR from -6.2 to 2, warped to flow-matching sigmas), the DiT sees
   the sigma as its timestep, and ping-pong, Euler and DPM-Solver++ step from it;
 - CFG (any cfg_scale but 1) runs one doubled batch against each request's negative prompt (or
-  the model's default, or the empty prompt);
+  the model's default, or the empty prompt), optionally with the reference's adaptive projected
+  guidance (``apg_scale``);
 - the SAME decode is exact and linear in the length (``sa3_decode.py``).
 """
 
@@ -70,7 +71,7 @@ MAX_TEXT_TOKENS = 256
 DEFAULT_MAX_SECONDS = 120.0
 CHECK_STEPS = 2
 CHECK_SECONDS = 1.0
-OPTIONS = frozenset({"negative_prompt", "duration_padding"})
+OPTIONS = frozenset({"negative_prompt", "duration_padding", "apg_scale"})
 
 
 def _config(path: Path, component: str, filename: str = "config.json") -> dict[str, Any]:
@@ -463,8 +464,21 @@ class SA3Engine:
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         return Conditioning(context, mask, global_embed, cfg)
 
-    def velocity(self, x: Any, sigma: float, cond: Conditioning, cfg_scale: float) -> Any:
-        """The DiT's velocity at noise level ``sigma`` (guided when the batch uses CFG)."""
+    def velocity(
+        self,
+        x: Any,
+        sigma: float,
+        cond: Conditioning,
+        cfg_scale: float,
+        apg_scale: float | None = None,
+    ) -> Any:
+        """The DiT's velocity at noise level ``sigma`` (guided when the batch uses CFG).
+
+        ``apg_scale`` (CFG only): adaptive projected guidance as the reference's DiT does it:
+        the guidance direction (conditioned minus unconditioned clean estimate) loses its part
+        parallel to the conditioned estimate, in proportion (1: all of it, 0: plain CFG).
+        None is plain CFG, as diffusers' pipeline.
+        """
         import torch
 
         model_in = torch.cat([x, x]) if cond.cfg else x
@@ -486,10 +500,20 @@ class SA3Engine:
             )[0]
             .float()
         )
-        if cond.cfg:
-            uncond, text = v.chunk(2)
-            v = uncond + cfg_scale * (text - uncond)
-        return v
+        if not cond.cfg:
+            return v
+        uncond, text = v.chunk(2)
+        if apg_scale is None:
+            return uncond + cfg_scale * (text - uncond)
+        conditioned = x - sigma * text
+        diff = conditioned - (x - sigma * uncond)
+        if apg_scale != 0:
+            unit = conditioned.double()
+            direction = unit / unit.norm(dim=(-1, -2), keepdim=True).clamp_min(1e-12)
+            along = (diff.double() * direction).sum(dim=[-1, -2], keepdim=True) * direction
+            orthogonal = (diff.double() - along).to(diff.dtype)
+            diff = apg_scale * orthogonal + (1 - apg_scale) * diff
+        return (x - (conditioned + (cfg_scale - 1) * diff)) / sigma
 
     def sample(
         self,
@@ -611,7 +635,7 @@ class SA3Engine:
         previous: Any = None
         for i in range(total):
             sigma, following = sigmas[i], sigmas[i + 1]
-            v = self.velocity(x, sigma, cond, sampling.cfg_scale)
+            v = self.velocity(x, sigma, cond, sampling.cfg_scale, sampling.apg_scale)
             denoised = x - sigma * v
             if on_denoised is not None:
                 denoised = on_denoised(denoised, i)
