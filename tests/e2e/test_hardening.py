@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +100,125 @@ def test_sigterm_requeues_the_running_job_at_once(demo_tag: str, tmp_path: Path)
         assert (done["status"], done["attempts"]) == ("succeeded", 1), done
     finally:
         second.stop()
+
+
+# ------------------------------------------------------------------ hostile clients
+GUARDED = {"STABLE_AUDIO_MAX_CONCURRENCY": "4", "STABLE_AUDIO_MAX_PROMPT_CHARS": "100"}
+
+
+@pytest.fixture(scope="module")
+def guarded(demo_tag: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    workdir = tmp_path_factory.mktemp("guarded")
+    server = start_bento(serve_env(workdir, **GUARDED), workdir / "server.log")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def envelope_of(response: httpx.Response) -> dict[str, Any]:
+    body = response.json()
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    error: dict[str, Any] = body["error"]
+    assert error["code"] == response.status_code
+    return error
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/audio/generate", "/api/generate", "/api/generate_async/submit"]
+)
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        ('{"input":"rain","audio_length":NaN}', "audio_length"),
+        ('{"input":"rain","audio_length":Infinity}', "audio_length"),
+        ('{"input":"rain\\ud800","audio_length":1}', "input"),
+        ('{"input": "rain", ', None),
+    ],
+)
+def test_bad_json_is_a_400_envelope_on_every_route(
+    guarded: BentoServer, path: str, raw: str, param: str | None
+) -> None:
+    response = httpx.post(
+        f"{guarded.url}{path}",
+        content=raw.encode(),
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text
+    error = envelope_of(response)
+    assert (error["type"], error["param"]) == ("BadRequestError", param)
+
+
+def test_bodies_and_prompts_are_bounded(guarded: BentoServer) -> None:
+    big = httpx.post(f"{guarded.url}/jobs", json={"prompt": "x" * 100_000}, timeout=30)
+    assert big.status_code == 413 and envelope_of(big)["param"] == "body"
+    long = httpx.post(f"{guarded.url}/generate", json={"prompt": "x" * 101}, timeout=30)
+    assert long.status_code == 422
+    assert long.json()["detail"][0]["loc"] == ["body", "prompt"]
+    native = httpx.post(f"{guarded.url}/api/generate", json={"input": "x" * 101}, timeout=30)
+    assert native.status_code == 422 and envelope_of(native)["param"] == "input"
+
+
+def test_native_errors_are_the_envelope_and_tasks_are_checked_at_submit(
+    guarded: BentoServer,
+) -> None:
+    unknown = httpx.post(
+        f"{guarded.url}/api/generate", json={"input": "rain", "model": "nope"}, timeout=30
+    )
+    assert unknown.status_code == 404
+    assert envelope_of(unknown) == {
+        "message": "The model `nope` does not exist.",
+        "type": "NotFoundError",
+        "param": "model",
+        "code": 404,
+    }
+    missing = httpx.post(f"{guarded.url}/api/generate", json={"audio_length": 1}, timeout=30)
+    assert missing.status_code == 400 and envelope_of(missing)["param"] == "input"
+    submit = f"{guarded.url}/api/generate_async/submit"
+    too_long = httpx.post(submit, json={"input": "rain", "audio_length": 1000}, timeout=30)
+    assert too_long.status_code == 400 and envelope_of(too_long)["param"] == "audio_length"
+    no_model = httpx.post(submit, json={"input": "rain", "model": "nope"}, timeout=30)
+    assert no_model.status_code == 404 and envelope_of(no_model)["param"] == "model"
+    good = httpx.post(submit, json={"input": "rain", "audio_length": 1}, timeout=30)
+    assert good.status_code == 200 and good.json()["task_id"]
+    status = httpx.get(f"{guarded.url}/api/generate_async/status", timeout=30)
+    assert status.status_code == 400 and envelope_of(status)["param"] == "task_id"
+
+
+def test_over_the_concurrency_limit_is_our_429(guarded: BentoServer) -> None:
+    body = {"input": "a long drone", "audio_length": 1, "num_inference_steps": 150}
+    with httpx.Client(timeout=120) as client, ThreadPoolExecutor(4) as pool:
+        held = [pool.submit(client.post, f"{guarded.url}/v1/audio/generate", json=body)]
+        held += [pool.submit(client.post, f"{guarded.url}/v1/audio/generate", json=body)]
+        held += [pool.submit(client.post, f"{guarded.url}/v1/audio/generate", json=body)]
+        held += [pool.submit(client.post, f"{guarded.url}/v1/audio/generate", json=body)]
+        time.sleep(2)
+        refused = client.post(f"{guarded.url}/v1/audio/generate", json=body)
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["retry-after"].isdigit()
+        assert envelope_of(refused)["type"] == "RateLimitError"
+        assert client.get(f"{guarded.url}/readyz").status_code == 200  # probes stay open
+        assert [f.result().status_code for f in held] == [200] * 4
+
+
+def test_requests_whose_clients_left_are_not_generated(guarded: BentoServer) -> None:
+    long = {"input": "a long drone", "audio_length": 1, "num_inference_steps": 200}
+    short = {"input": "rain", "audio_length": 1, "num_inference_steps": 8}
+    before = guarded.log().count("generated a batch of")
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(
+            httpx.post, f"{guarded.url}/v1/audio/generate", json=long, timeout=120
+        )
+        time.sleep(1.5)  # the long one is generating: the next ones queue behind it
+        for _ in range(2):
+            with pytest.raises(httpx.TimeoutException):
+                httpx.post(f"{guarded.url}/v1/audio/generate", json=short, timeout=1.0)
+        assert running.result().status_code == 200
+    began = time.monotonic()
+    assert httpx.post(f"{guarded.url}/v1/audio/generate", json=short, timeout=60).status_code == 200
+    assert time.monotonic() - began < 30
+    log = guarded.log()
+    # The long request's batch and the last one's: the abandoned two never ran.
+    assert log.count("generated a batch of") - before == 2, log[-3000:]
+    assert log.count("status=499") >= 2
