@@ -246,6 +246,9 @@ def test_bad_inputs(family: tuple[TestClient, str]) -> None:
     bad_level = post("variations", {"init_noise_level": "2"})
     assert bad_level.status_code == 422
     assert bad_level.json()["detail"][0]["loc"] == ["body", "init_noise_level"]
+    long_prompt = post("variations", {"prompt": "rain " * 500})  # past max_prompt_chars (2000)
+    assert long_prompt.status_code == 422
+    assert long_prompt.json()["detail"][0]["type"] == "string_too_long"
     # A JSON body without a file, or with something that is not base64.
     for body, message in [
         ({"prompt": "x"}, "audio is required"),

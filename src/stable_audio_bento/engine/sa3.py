@@ -535,6 +535,9 @@ class SA3Engine:
 
         parts = self._parts()
         frames = self.info.latent_frames(requests[0])
+        variation = requests[0].init_audio is not None and not requests[0].inpaint_regions
+        if variation and start is None:  # the schedule starts at the variation's noise level
+            sigma_max = min(1.0, max(1e-3, requests[0].init_noise_level))
         schedules = [self.schedule(r, frames, sampling.steps, sigma_max) for r in requests]
         if len(set(map(tuple, schedules))) > 1:
             # A length-adaptive schedule that differs between items: each group of equal
@@ -552,7 +555,7 @@ class SA3Engine:
                 ).to(self.device)
                 local = torch.cat([keep, source * keep], dim=1)
             else:
-                start, sigma_max = source, min(1.0, max(1e-3, requests[0].init_noise_level))
+                start = source
         x = initial_noise(seeds, shape, self.device, _float32())
         if start is not None:
             x = (1 - sigma_max) * start.float() + sigma_max * x

@@ -33,7 +33,7 @@ from ..engine import AUDIO_TO_AUDIO, CONTINUATION, INPAINTING
 from ..errors import InvalidRequestError
 from ..formats import FormatName
 from ..schemas import STABLE_API, GenerationParams, Seed
-from .deps import PublicBaseDep, RuntimeDep
+from .deps import CallerDep, PublicBaseDep, RuntimeDep
 from .errors import OPENAPI_ERRORS
 from .generate import AUDIO_CONTENT, audio_response
 from .jobs import job_view
@@ -138,7 +138,9 @@ def _as_list(value: Seconds) -> list[float]:
     return list(value) if isinstance(value, list) else [value]
 
 
-async def read_request(request: Request, max_mb: float) -> tuple[AudioInFields, bytes, str | None]:
+async def read_request(
+    request: Request, max_mb: float, max_prompt_chars: int = 2000
+) -> tuple[AudioInFields, bytes, str | None]:
     """The fields and the file of a multipart form or a JSON body (base64 ``audio``)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
@@ -180,6 +182,20 @@ async def read_request(request: Request, max_mb: float) -> tuple[AudioInFields, 
         raise RequestValidationError(
             [{**err, "loc": ("body", *err["loc"])} for err in e.errors()]
         ) from e
+    for name in ("prompt", "negative_prompt"):  # as the request guard bounds JSON prompts
+        text = getattr(fields, name)
+        if text is not None and len(text) > max_prompt_chars:
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "string_too_long",
+                        "loc": ("body", name),
+                        "msg": f"String should have at most {max_prompt_chars} characters",
+                        "input": text[:100],
+                        "ctx": {"max_length": max_prompt_chars},
+                    }
+                ]
+            )
     return fields, data, filename if isinstance(filename, str) else None
 
 
@@ -199,7 +215,9 @@ def _base64_audio(value: Any, max_mb: float) -> bytes:
 
 def _sync_route(name: str, mode: str) -> None:
     async def sync(request: Request, runtime: RuntimeDep) -> Response:
-        fields, data, _ = await read_request(request, runtime.settings.max_upload_mb)
+        fields, data, _ = await read_request(
+            request, runtime.settings.max_upload_mb, runtime.settings.max_prompt_chars
+        )
         spec = fields.to_spec(mode)
         result = await run_in_threadpool(runtime.audio_in.generate, spec, data)
         return audio_response(result, {"X-Mode": mode})
@@ -217,12 +235,15 @@ def _sync_route(name: str, mode: str) -> None:
         request: Request,
         runtime: RuntimeDep,
         base: PublicBaseDep,
+        caller: CallerDep,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> JSONResponse:
-        fields, data, filename = await read_request(request, runtime.settings.max_upload_mb)
+        fields, data, filename = await read_request(
+            request, runtime.settings.max_upload_mb, runtime.settings.max_prompt_chars
+        )
         spec = fields.to_spec(mode)
         queued = await run_in_threadpool(
-            submit_audio_job, runtime, spec, data, filename, idempotency_key
+            submit_audio_job, runtime, spec, data, filename, idempotency_key, caller.owner
         )
         view = job_view(queued, runtime, base)
         return JSONResponse(view, status_code=202, headers={"Location": view["status_url"]})
