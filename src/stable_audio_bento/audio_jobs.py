@@ -32,8 +32,12 @@ def submit_audio_job(
     data: bytes,
     filename: str | None = None,
     idempotency_key: str | None = None,
+    owner: str | None = None,
 ) -> Job:
-    """Validate and decode now (bad input never queues), store the source, queue the job."""
+    """Validate and decode now (bad input never queues), store the source, queue the job.
+
+    ``owner``: the hash of the API key that sent it (``auth.owner_of``); only it sees the job.
+    """
     plan = runtime.audio_in.plan(spec, data)
     fixed = dataclasses.replace(spec, params=dataclasses.replace(spec.params, seed=plan.seed))
     digest = hashlib.sha256(data).hexdigest()
@@ -47,6 +51,7 @@ def submit_audio_job(
         output_count=1,
         progress_total=plan.total_steps,
         idempotency_key=idempotency_key,
+        owner=owner,
         audio_in=fixed.to_record(),
     )
     key = runtime.sources.save(new.id, data)

@@ -101,3 +101,24 @@ def test_listings_cut_long_prompts(client: TestClient) -> None:
     assert len(listed["request"]["prompt"]) == 203 and listed["request"]["prompt"].endswith("...")
     whole = client.get(f"/jobs/{job_id}", headers=ALICE).json()
     assert whole["request"]["prompt"] == long_prompt
+
+
+def test_audio_in_jobs_belong_to_their_key_too(client: TestClient) -> None:
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    noise = np.random.default_rng(1).uniform(-0.5, 0.5, (44100, 2)).astype(np.float32)
+    sf.write(buffer, noise, 44100, format="WAV", subtype="PCM_16")
+    created = client.post(
+        "/jobs/variations",
+        files={"audio": ("source.wav", buffer.getvalue(), "audio/wav")},
+        data={"prompt": "rain", "duration": "1", "steps": "2"},
+        headers=ALICE,
+    )
+    assert created.status_code == 202, created.text
+    job_id = created.json()["id"]
+    assert client.get(f"/jobs/{job_id}", headers=ALICE).status_code == 200
+    assert client.get(f"/jobs/{job_id}", headers=BOB).status_code == 404
