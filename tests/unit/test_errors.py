@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from stable_audio_bento import errors
+from stable_audio_bento.audio_jobs import JobCanceledError
 from stable_audio_bento.errors import (
     GenerationError,
     IdempotencyKeyReusedError,
@@ -64,6 +65,7 @@ CASES: list[tuple[StableAudioError, int, str, str | None]] = [
     (StorageError("upload failed"), 502, "InternalServerError", None),
     (ImportSourceError("no such repo"), 500, "InternalServerError", None),
     (JobCanceled("canceled while running"), 500, "InternalServerError", None),
+    (JobCanceledError("canceled while running"), 500, "InternalServerError", None),
     (StableAudioError("something else"), 500, "InternalServerError", None),
 ]
 
