@@ -222,3 +222,25 @@ def test_requests_whose_clients_left_are_not_generated(guarded: BentoServer) -> 
     # The long request's batch and the last one's: the abandoned two never ran.
     assert log.count("generated a batch of") - before == 2, log[-3000:]
     assert log.count("status=499") >= 2
+
+
+def test_the_load_bench_runs_bounded_and_counts_everything(
+    guarded: BentoServer, tmp_path: Path
+) -> None:
+    from bench.load import HEADERS, row, run, update_markdown
+
+    result = run(guarded.url, guarded.process.pid, clients=2, seconds=3, key=None, drain=60)
+    assert result["requests"] == sum(result["statuses"].values()) > 0
+    assert set(result["statuses"]) <= {200, 202, 429}
+    assert result["jobs_accepted"] == result["jobs_succeeded"] > 0
+    assert result["rss_mib_before"] > 100 and result["rss_mib_after"] > 100
+    assert result["sync_p50_s"] is not None and result["sync_p95_s"] >= result["sync_p50_s"]
+    markdown = tmp_path / "RESULTS.md"
+    markdown.write_text("# Results\n\nprose stays\n")
+    update_markdown(markdown, "first", row("first", result))
+    update_markdown(markdown, "second", row("second", result))
+    update_markdown(markdown, "first", row("first", result))  # replaces its own row
+    text = markdown.read_text()
+    assert text.startswith("# Results\n\nprose stays\n")
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    assert [line.split("|")[1].strip() for line in lines] == [HEADERS[0], "second", "first"]
