@@ -339,3 +339,20 @@ def test_audio_longer_than_the_window_is_trimmed_when_asked(pipeline: AudioToAud
         pipeline.plan(spec(AUDIO_TO_AUDIO, "demo"), long)
     plan = pipeline.plan(spec(AUDIO_TO_AUDIO, "demo", trim=True), long)
     assert abs(plan.base.request.init_audio.shape[-1] - 2097152) <= 1
+
+
+def test_a_tail_region_is_not_encoded_and_the_kept_frames_are_the_same(
+    registry: ModelRegistry,
+) -> None:
+    """SAO: a continuation-shaped request encodes its source only a receptive field past the
+    region's start; the frames before it equal those of the whole source's encoding."""
+    with registry.use("demo") as loaded:
+        engine = loaded.engine
+        whole = base(engine, 20.0)
+        tail = dataclasses.replace(whole, inpaint_regions=((8.0, 20.0),))
+        kept_frames = int(8.0 * RATE / engine.info.latent_downsampling)
+        a = source_latent(engine, whole)[..., :kept_frames]
+        b = source_latent(engine, tail)[..., :kept_frames]
+        # Equal but for float rounding (a shorter input blocks the convolutions differently).
+        assert float((a - b).abs().max()) < 1e-5 * float(a.abs().max())
+        assert float(a.abs().max()) > 0.01

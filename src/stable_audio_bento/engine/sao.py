@@ -331,6 +331,7 @@ class StableAudioEngine:
         pretransform = self.model.pretransform
         for i, request in enumerate(requests):
             audio = torch.from_numpy(np.ascontiguousarray(request.init_audio, dtype=np.float32))
+            audio = audio[:, : self._encoded_samples(request)]
             count = audio.shape[-1]
             audio = torch.nn.functional.pad(audio, (0, -count % ratio))[None].to(self.device)
             if pretransform is None:
@@ -350,6 +351,18 @@ class StableAudioEngine:
             [keep_mask(r, self.info.sample_rate, ratio, frames) for r in requests]
         ).to(self.device)
         return _Source(latents.to(self.dtype), keep.to(self.dtype), requests[0].init_noise_level)
+
+    def _encoded_samples(self, request: EngineRequest) -> int:
+        """How much of the source the latent loop uses: all of it, except that a region running
+        to the end (a continuation) is never kept, so the encoder stops a receptive field past
+        its start (the convolutional encoder's frames before it are the same)."""
+        count = int(request.init_audio.shape[-1])
+        rate = self.info.sample_rate
+        tail = [start for start, end in request.inpaint_regions if end * rate >= count - 1]
+        if not tail:
+            return count
+        ratio = self.info.latent_downsampling
+        return min(count, round(min(tail) * rate) + DECODE_MARGIN * ratio)
 
     def sample(
         self,
