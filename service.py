@@ -34,7 +34,7 @@ from stable_audio_bento.errors import StableAudioError  # noqa: E402
 from stable_audio_bento.http import create_app, map_error  # noqa: E402
 from stable_audio_bento.http.audio_in import AUDIO_IN_PATHS, native_request  # noqa: E402
 from stable_audio_bento.http.cors import cors_options  # noqa: E402
-from stable_audio_bento.http.native import write_error, write_output  # noqa: E402
+from stable_audio_bento.http.native import write_output  # noqa: E402
 from stable_audio_bento.lifecycle import exit_when_orphaned, requeue_on_sigterm  # noqa: E402
 from stable_audio_bento.native_errors import NativeApiErrors, task_validator  # noqa: E402
 from stable_audio_bento.request_guard import RequestGuard  # noqa: E402
@@ -110,16 +110,18 @@ class StableAudio:
     def generate_async(self, request: AudioGenerateRequest, /, ctx: bentoml.Context) -> AudioFile:
         """The same generation as a BentoML task (submit, then poll status and get)."""
         try:
-            return _send(
-                ctx, *write_output(self.runtime.generate(request.to_params()), ctx.temp_dir)
-            )
+            result = self.runtime.generate(request.to_params())
         except Exception as e:
             # BentoML 1.4 leaves a task whose function raises `in_progress` forever; answering
             # with an error status ends it `failed` instead, with the error body as its result.
             error = e if isinstance(e, StableAudioError) else StableAudioError(str(e))
-            path, status = write_error(error, ctx.temp_dir)
-            ctx.response.status_code = status
-            return _send(ctx, path, {"content-type": "application/json"})
+            response = map_error(error)
+            ctx.response.status_code = response.status_code
+            return response  # type: ignore[return-value]
+        # A task's result is stored from a Response: BentoML 1.4 cannot store a Path's (its
+        # result store raises KeyError 'method' and the task stays in_progress forever).
+        body = Response(result.body(), media_type=result.media_type, headers=result.headers())
+        return body  # type: ignore[return-value]
 
     def _audio_in(self, mode: str, audio: Path, fields: dict[str, Any]) -> Any:
         spec, data = native_request(mode, audio, fields, settings.max_upload_mb)
