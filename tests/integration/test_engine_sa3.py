@@ -376,3 +376,18 @@ def test_apg_is_refused_on_a_model_without_it(engine: SA3Engine) -> None:
     info = replace(engine.info, options=frozenset({"negative_prompt"}))
     with pytest.raises(InvalidRequestError, match="apg_scale"):
         info.sampling(apg_scale=1.0)
+
+
+def test_two_demo_builds_are_byte_identical(tmp_path: Path) -> None:
+    from models import DEMO_SA3_RECIPE
+    from stable_audio_bento.demo_sa3 import build_demo_sa3
+    from stable_audio_bento.model_import import content_hash
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    build_demo_sa3(DEMO_SA3_RECIPE, first)
+    build_demo_sa3(DEMO_SA3_RECIPE, second)
+    assert content_hash(first) == content_hash(second)
+    assert (first / "model_index.json").is_file()
+    index = json.loads((first / "model_index.json").read_text())
+    assert index["_class_name"] == "StableAudio3Pipeline"
+    assert {"transformer", "vae", "text_encoder", "tokenizer", "duration_embedder"} <= set(index)
