@@ -43,8 +43,10 @@ def test_cpu_section_at_tiny_size(tmp_path: Path) -> None:
                 assert key in row
             assert math.isfinite(row["seconds"]) and row["seconds"] > 0
             assert row["stock_seconds"] == stock["seconds"]
-            assert row["speedup"] == pytest.approx(stock["seconds"] / row["seconds"], rel=0.02)
-            assert row["rtf"] == pytest.approx(row["seconds"] / row["audio_seconds"], rel=0.02)
+            # Seconds are rounded to a few significant figures while ratios come from the
+            # unrounded ones: at tiny shapes (hundredths of a second) that is a few percent.
+            assert row["speedup"] == pytest.approx(stock["seconds"] / row["seconds"], rel=0.08)
+            assert row["rtf"] == pytest.approx(row["seconds"] / row["audio_seconds"], rel=0.08)
             assert row["peak_rss_mib"] > 0 and row["tflops"] > 0 and row["fraction_of_peak"] > 0
         assert ours["snr_db"] == 999.0  # the reference itself
         assert fast["precision"] == mode
