@@ -125,7 +125,9 @@ def test_defaults_and_blank_prompts(client: TestClient) -> None:
     [
         ({"prompt": "x", "duration": True}, "duration"),
         ({"prompt": "x", "steps": "8"}, "steps"),
-        ({"prompt": "x", "steps": 8.0}, "steps"),
+        # 8.0 is an integer in JSON Schema (the documents say integer), so it is accepted;
+        # 8.5 is not.
+        ({"prompt": "x", "steps": 8.5}, "steps"),
         ({"prompt": "x", "batch_size": True}, "batch_size"),
         ({"prompt": "x", "chunked_decode": "yes"}, "chunked_decode"),
         ({"prompt": 7}, "prompt"),
@@ -314,14 +316,19 @@ def test_health_in_the_peer_shape_plus_ours(client: TestClient) -> None:
     assert (health["status"], health["model"], health["loaded"]) == ("ok", DEMO, True)
     assert health["device"] == "cpu"
     assert health["storage_backend"] == "local"
-    assert health["available_models"] == [DEMO]
-    assert health["loaded_models"] == health["preload_models"] == [DEMO]
+    # The session's store may also hold the SA3 demo (imported by other tests): names only.
+    assert DEMO in health["available_models"]
+    assert all(isinstance(name, str) for name in health["available_models"])
+    assert health["preload_models"] == [DEMO]
+    assert DEMO in health["loaded_models"]
+    assert set(health["loaded_models"]) <= set(health["available_models"])
     names = {DEMO, *(pair.split("=")[0] for pair in DOC_MODEL_ALIASES.split(","))}
     assert names <= set(health["model_duration_limits_seconds"])
     assert health["max_duration_seconds"] == 380
     assert (health["max_steps"], health["max_batch_size"]) == (500, 4)
-    (record,) = health["models"]
-    assert record["name"] == DEMO and "text-to-audio" in record["modes"]
+    records = {record["name"]: record for record in health["models"]}
+    assert set(records) == set(health["available_models"])
+    assert "text-to-audio" in records[DEMO]["modes"]
     # The format registry, for the web page.
     formats = [f["name"] for f in health["formats"]]
     assert formats == ["wav", "pcm", "flac", "mp3", "aac", "opus"]
