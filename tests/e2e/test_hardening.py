@@ -8,9 +8,12 @@ seconds was released, not expired.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -103,6 +106,7 @@ def test_sigterm_requeues_the_running_job_at_once(demo_tag: str, tmp_path: Path)
 
 
 # ------------------------------------------------------------------ hostile clients
+JSON_TYPE = {"content-type": "application/json"}
 GUARDED = {"STABLE_AUDIO_MAX_CONCURRENCY": "4", "STABLE_AUDIO_MAX_PROMPT_CHARS": "100"}
 
 
@@ -187,19 +191,46 @@ def test_native_errors_are_the_envelope_and_tasks_are_checked_at_submit(
 
 
 def test_over_the_concurrency_limit_is_our_429(guarded: BentoServer) -> None:
-    body = {"input": "a long drone", "audio_length": 1, "num_inference_steps": 150}
-    with httpx.Client(timeout=120) as client, ThreadPoolExecutor(4) as pool:
-        held = [pool.submit(client.post, f"{guarded.url}/v1/audio/generate", json=body)]
-        held += [pool.submit(client.post, f"{guarded.url}/v1/audio/generate", json=body)]
-        held += [pool.submit(client.post, f"{guarded.url}/v1/audio/generate", json=body)]
-        held += [pool.submit(client.post, f"{guarded.url}/v1/audio/generate", json=body)]
-        time.sleep(2)
-        refused = client.post(f"{guarded.url}/v1/audio/generate", json=body)
-        assert refused.status_code == 429, refused.text
-        assert refused.headers["retry-after"].isdigit()
-        assert envelope_of(refused)["type"] == "RateLimitError"
-        assert client.get(f"{guarded.url}/readyz").status_code == 200  # probes stay open
+    # Four requests held in flight by their own bodies (sent once released), so the bound is
+    # reached however fast the model generates: the fifth is refused, not raced.
+    body = json.dumps({"input": "rain", "audio_length": 1, "num_inference_steps": 8}).encode()
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def held_body() -> Iterator[bytes]:
+        started.release()
+        yield body[:5]
+        release.wait(60)
+        yield body[5:]
+
+    def held_post() -> httpx.Response:
+        return httpx.post(
+            f"{guarded.url}/v1/audio/generate",
+            content=held_body(),
+            headers=JSON_TYPE,
+            timeout=120,
+        )
+
+    with ThreadPoolExecutor(4) as pool:
+        try:
+            held = [pool.submit(held_post) for _ in range(4)]
+            for _ in held:
+                assert started.acquire(timeout=30)
+            time.sleep(0.5)  # the first chunk of each is on the server
+            refused = httpx.post(
+                f"{guarded.url}/v1/audio/generate", content=body, headers=JSON_TYPE, timeout=30
+            )
+            assert refused.status_code == 429, refused.text
+            assert refused.headers["retry-after"].isdigit()
+            assert envelope_of(refused)["type"] == "RateLimitError"
+            assert httpx.get(f"{guarded.url}/readyz", timeout=30).status_code == 200
+        finally:
+            release.set()
         assert [f.result().status_code for f in held] == [200] * 4
+    again = httpx.post(
+        f"{guarded.url}/v1/audio/generate", content=body, headers=JSON_TYPE, timeout=120
+    )
+    assert again.status_code == 200, again.text  # the slots were given back
 
 
 def test_requests_whose_clients_left_are_not_generated(guarded: BentoServer) -> None:
