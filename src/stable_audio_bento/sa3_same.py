@@ -56,8 +56,9 @@ def build_vae(config: dict[str, Any], extras: dict[str, Any], device: Any = None
     return vae
 
 
-def load_vae(folder: Path) -> Any:
-    """The vae of an SA3 entry: stock ``from_pretrained``, or SAME-S built and loaded strictly."""
+def load_vae(folder: Path, dtype: Any = None) -> Any:
+    """The vae of an SA3 entry in ``dtype`` (the stored one when None): stock
+    ``from_pretrained``, or SAME-S built and loaded strictly."""
     import importlib
 
     from safetensors.torch import load_file
@@ -65,7 +66,9 @@ def load_vae(folder: Path) -> Any:
     extras = same_extras(folder)
     diffusers: Any = importlib.import_module("diffusers")
     if not extras:
-        return diffusers.AutoencoderSAME.from_pretrained(str(folder), local_files_only=True)
+        return diffusers.AutoencoderSAME.from_pretrained(
+            str(folder), local_files_only=True, torch_dtype=dtype
+        )
     config = {
         k: v
         for k, v in json.loads((folder / "config.json").read_text()).items()
@@ -74,6 +77,8 @@ def load_vae(folder: Path) -> Any:
     vae = build_vae(config, extras)
     vae.load_state_dict(load_file(str(folder / "diffusion_pytorch_model.safetensors")))
     setattr(vae, EXTRA, extras)
+    if dtype is not None and dtype != next(vae.parameters()).dtype:
+        vae = vae.to(dtype)
     return vae.eval()
 
 

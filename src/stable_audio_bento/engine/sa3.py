@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import sa3_same
 from ..audio import FloatAudio, peak_normalize
 from ..errors import GenerationError, ModelLoadError
 from . import sa3_decode
@@ -66,7 +67,8 @@ log = logging.getLogger(__name__)
 
 # SA3's noise schedule (diffusers' pipeline and the reference): log-SNR bounds.
 LOGSNR_MIN, LOGSNR_MAX = -6.2, 2.0
-# The reference's text length: prompts are padded to it (the DiT attends to the padding too).
+# The text length when an entry does not record its own (``prompt_max_length``, from the
+# reference's conditioner): prompts are padded to it (the DiT attends to the padding too).
 MAX_TEXT_TOKENS = 256
 DEFAULT_MAX_SECONDS = 120.0
 CHECK_STEPS = 2
@@ -197,7 +199,7 @@ class Components:
         ``norm_eps``: the reference's eps for the DiT blocks' RMS norms (diffusers builds them
         with 1e-6; the q/k norms already agree), from the entry's ``dit_norm_eps``.
         """
-        from diffusers import AutoencoderSAME, StableAudio3DiTModel, StableAudio3DurationEmbedder
+        from diffusers import StableAudio3DiTModel, StableAudio3DurationEmbedder
         from transformers import AutoTokenizer, T5GemmaEncoderModel
 
         def load(kind: Any, sub: str) -> Any:
@@ -211,7 +213,9 @@ class Components:
                     norm.eps = norm_eps
         return cls(
             transformer=transformer,
-            vae=load(AutoencoderSAME, "vae"),
+            # SAME-L loads as diffusers' AutoencoderSAME; SAME-S (the small models) needs
+            # its kernel-3 mapping convolutions (``sa3_same``).
+            vae=sa3_same.load_vae(path / "vae", dtype).requires_grad_(False),
             text_encoder=load(T5GemmaEncoderModel, "text_encoder"),
             tokenizer=AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True),
             duration_embedder=load(StableAudio3DurationEmbedder, "duration_embedder"),
@@ -250,8 +254,10 @@ class SA3Engine:
         device: str,
         dtype: Any,
         shift: ScheduleShift | None = None,
+        text_tokens: int | None = None,
     ) -> None:
         self.parts: Components | None = parts
+        self.text_tokens = text_tokens
         self.info = info
         self.device = device
         self.dtype = dtype
@@ -295,6 +301,7 @@ class SA3Engine:
             candidates = dtype_candidates(resolved, half, dtype, meta.get("dtype"))
         shift = ScheduleShift.from_metadata(name, meta)
         norm_eps = meta.get("dit_norm_eps")
+        text_tokens = int(meta["prompt_max_length"]) if "prompt_max_length" in meta else None
         if meta.get("mask_padding_attention"):
             log.warning(
                 "%s: the reference masks the padding frames out of the DiT's attention; "
@@ -318,7 +325,7 @@ class SA3Engine:
                 quantize_int8(parts.transformer)
             if compile:
                 parts.transformer.compile(dynamic=True)
-            return cls(parts.to(resolved), info, resolved, precision, shift)
+            return cls(parts.to(resolved), info, resolved, precision, shift, text_tokens)
 
         # On a CPU a reduced precision must also stay close to float32's audio.
         reference = None
@@ -425,15 +432,20 @@ class SA3Engine:
             audio = torch.from_numpy(np.ascontiguousarray(request.init_audio, dtype=np.float32))
             audio = torch.nn.functional.pad(audio, (0, max(0, frames * ratio - audio.shape[-1])))
             audio = audio[:, : frames * ratio][None].to(self.device, self.dtype)
-            rows.append(vae.encode(audio).latents.float()[0, :, :frames])
+            rows.append(_encode(vae, audio).float()[0, :, :frames])
         return torch.stack(rows)
 
     def _encode_text(self, prompts: list[str]) -> tuple[Any, Any]:
         parts = self._parts()
-        tokenizer = parts.tokenizer
-        length = min(int(getattr(tokenizer, "model_max_length", MAX_TEXT_TOKENS)), MAX_TEXT_TOKENS)
-        tokens = tokenizer(
-            prompts, padding="max_length", max_length=length, truncation=True, return_tensors="pt"
+        length = self.text_tokens or min(
+            int(getattr(parts.tokenizer, "model_max_length", MAX_TEXT_TOKENS)), MAX_TEXT_TOKENS
+        )
+        tokens = parts.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=length,
+            truncation=True,
+            return_tensors="pt",
         )
         ids = tokens.input_ids.to(self.device)
         mask = tokens.attention_mask.to(self.device)
@@ -660,7 +672,11 @@ class SA3Engine:
         """One item's audio: exactly ``seconds_total`` long, float32 on the host."""
         parts = self._parts()
         count = round(request.seconds_total * self.info.sample_rate)
-        audio = sa3_decode.decode(parts.vae, latent.to(self.dtype), samples=count)
+        latent = latent.to(self.dtype)
+        if sa3_same.uses_chunks(parts.vae):  # SAME-S: fixed chunks, linear by construction
+            audio = sa3_same.decode(parts.vae, latent)[..., :count]
+        else:
+            audio = sa3_decode.decode(parts.vae, latent, samples=count)
         result: FloatAudio = audio[0].cpu().float().numpy()
         if result.shape[-1] != count:
             raise GenerationError(
@@ -672,6 +688,13 @@ class SA3Engine:
                 "try STABLE_AUDIO_DTYPE=float32"
             )
         return result
+
+
+def _encode(vae: Any, audio: Any) -> Any:
+    """Audio (batch, channels, samples) -> SAME latents, with the chunks SAME-S needs."""
+    if sa3_same.uses_chunks(vae):
+        return sa3_same.encode(vae, audio)
+    return vae.encode(audio).latents
 
 
 def _float32() -> Any:
