@@ -11,7 +11,9 @@ Compatible routes (FastAPI, mounted at ``/``): ``/v1/audio/generate``, ``/v1/aud
 
 from __future__ import annotations
 
+import fnmatch
 import logging
+import tempfile
 from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,13 +32,20 @@ from starlette.responses import Response  # noqa: E402
 from stable_audio_bento.api_docs import ApiDocsMiddleware  # noqa: E402
 from stable_audio_bento.auth import ApiKeyMiddleware  # noqa: E402
 from stable_audio_bento.concurrency import ConcurrencyLimit  # noqa: E402
-from stable_audio_bento.errors import StableAudioError  # noqa: E402
+from stable_audio_bento.errors import InvalidRequestError, StableAudioError  # noqa: E402
 from stable_audio_bento.http import create_app, map_error  # noqa: E402
 from stable_audio_bento.http.audio_in import AUDIO_IN_PATHS, native_request  # noqa: E402
 from stable_audio_bento.http.cors import cors_options  # noqa: E402
 from stable_audio_bento.http.native import write_output  # noqa: E402
 from stable_audio_bento.lifecycle import exit_when_orphaned, requeue_on_sigterm  # noqa: E402
-from stable_audio_bento.native_errors import NativeApiErrors, task_validator  # noqa: E402
+from stable_audio_bento.native_errors import (  # noqa: E402
+    Form,
+    FormFile,
+    NativeApiErrors,
+    form_validator,
+    form_values,
+    task_validator,
+)
 from stable_audio_bento.request_guard import RequestGuard  # noqa: E402
 from stable_audio_bento.schemas import AudioGenerateRequest  # noqa: E402
 from stable_audio_bento.settings import Settings  # noqa: E402
@@ -46,7 +55,8 @@ logging.getLogger("stable_audio_bento").setLevel(logging.INFO)
 settings = Settings()
 app = create_app()
 
-AudioFile = Annotated[Path, ContentType("audio/*")]
+AUDIO_TYPES = "audio/*"
+AudioFile = Annotated[Path, ContentType(AUDIO_TYPES)]
 AudioInMode = Literal["audio-to-audio", "inpainting", "continuation"]
 
 
@@ -197,6 +207,29 @@ def _plan_task(raw: bytes) -> object:
     return app.state.runtime.generator.plan(request.to_params())
 
 
+def _plan_audio_task(form: Form) -> object:
+    """What an audio-in task's run checks first, at submit: its input model (read from the
+    form as BentoML reads it), the fields, the uploaded file decoded; loads nothing."""
+    model: Any = service.apis["audio_to_audio_async"].input_spec
+    values = form_values(form, frozenset(model.multipart_fields))
+    files = [part for part in values.pop("audio", []) if isinstance(part, FormFile)]
+    with tempfile.TemporaryDirectory() as tmp:
+        if files:
+            upload = files[0]
+            if upload.content_type and not fnmatch.fnmatch(upload.content_type, AUDIO_TYPES):
+                raise InvalidRequestError(
+                    f"audio: the file's content type is {upload.content_type}, "
+                    f"expected {AUDIO_TYPES}",
+                    field="audio",
+                )
+            values["audio"] = Path(tmp) / "audio"
+            values["audio"].write_bytes(upload.data)
+        request = model.model_validate(values)
+        fields = {k: getattr(request, k) for k in model.model_fields if k not in ("audio", "mode")}
+        spec, data = native_request(request.mode, request.audio, fields, settings.max_upload_mb)
+        return app.state.runtime.audio_in.plan(spec, data)
+
+
 # The decorators made StableAudio a bentoml Service; mypy cannot see through them.
 service: Any = StableAudio
 if (cors := cors_options(settings)) is not None:
@@ -211,7 +244,12 @@ service.add_asgi_middleware(
 service.add_asgi_middleware(
     ApiKeyMiddleware, keys=settings.api_keys, admin_keys=settings.admin_api_keys
 )
-service.add_asgi_middleware(NativeApiErrors, validate=task_validator(_plan_task))
+service.add_asgi_middleware(
+    NativeApiErrors,
+    validate=task_validator(_plan_task),
+    validate_form=form_validator(_plan_audio_task),
+    max_body_bytes=int((settings.max_upload_mb + 1) * 2**20),
+)
 service.add_asgi_middleware(ApiDocsMiddleware)
 service.add_asgi_middleware(
     RequestGuard,

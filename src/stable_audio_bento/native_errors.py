@@ -8,15 +8,18 @@ middleware rewrites every error answer on those paths into the documented envelo
 ``{"error": {message, type, param, code}}``, keeping the status.
 
 BentoML also accepts any body at ``{task}/submit`` and fails the task later; ``validate``
-(given the raw body) runs first, so a bad task is refused at submit with the status and the
-message the sync API would give (``task_validator``: the schema, then the generation plan:
-model, lengths, steps; no model is loaded).
+(given the raw JSON body) or ``validate_form`` (given a multipart body's parsed form: a file
+in) runs first, so a bad task is refused at submit with the status and the message the sync
+API would give (``task_validator`` / ``form_validator``: the schema, then the generation plan:
+model, lengths, steps, the uploaded audio decoded; no model is loaded). A submit body is read
+at most ``max_body_bytes`` far (past it, a 413).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .request_guard import (
@@ -43,35 +46,81 @@ TYPES = {
     429: "RateLimitError",
     503: "ServiceUnavailableError",
 }
-# ``validate(raw body)``: None to go on, or (status, error body) to refuse the task with.
-Validate = Callable[[bytes], tuple[int, bytes] | None]
+Refusal = tuple[int, bytes] | None
 
 
-def task_validator(plan: Callable[[bytes], object]) -> Validate:
-    """A ``Validate`` from ``plan(raw)``, which raises pydantic's or the package's errors."""
+@dataclass(frozen=True)
+class FormFile:
+    """One file part of a multipart submit."""
+
+    filename: str | None
+    content_type: str | None
+    data: bytes
+
+
+# A multipart form: each field's parts in order (text, or a file).
+Form = dict[str, list[str | FormFile]]
+# ``validate(raw body)`` / ``validate_form(form)``: None to go on, or (status, error body) to
+# refuse the task with.
+Validate = Callable[[bytes], Refusal]
+ValidateForm = Callable[[Form], Refusal]
+
+
+def refusal(check: Callable[[], object]) -> Refusal:
+    """None if ``check()`` passes; else the status and envelope of the error it raised
+    (pydantic's as a 400 naming the field, the package's as its API mapping)."""
     from pydantic import ValidationError
 
     from .errors import StableAudioError
     from .http.errors import map_error
 
-    def validate(raw: bytes) -> tuple[int, bytes] | None:
+    try:
+        check()
+    except ValidationError as e:
+        first = e.errors(include_url=False)[0]
+        param = _field(first.get("loc"))
+        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+        return 400, envelope(400, message, "BadRequestError", param)
+    except StableAudioError as e:
+        response = map_error(e)
+        return response.status_code, bytes(response.body)
+    return None
+
+
+def task_validator(plan: Callable[[bytes], object]) -> Validate:
+    """A ``Validate`` from ``plan(raw)``, which raises pydantic's or the package's errors."""
+
+    def validate(raw: bytes) -> Refusal:
         try:
             parse_strict_json(raw)  # the request guard's answer, which runs after this one
         except BadJson as e:
             return 400, envelope(400, str(e), "BadRequestError", e.field)
-        try:
-            plan(raw)
-        except ValidationError as e:
-            first = e.errors(include_url=False)[0]
-            param = _field(first.get("loc"))
-            message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
-            return 400, envelope(400, message, "BadRequestError", param)
-        except StableAudioError as e:
-            response = map_error(e)
-            return response.status_code, bytes(response.body)
-        return None
+        return refusal(lambda: plan(raw))
 
     return validate
+
+
+def form_validator(plan: Callable[[Form], object]) -> ValidateForm:
+    """A ``ValidateForm`` from ``plan(form)``, which raises as ``plan`` of ``task_validator``."""
+    return lambda form: refusal(lambda: plan(form))
+
+
+def form_values(form: Form, file_fields: frozenset[str]) -> dict[str, Any]:
+    """A form's values as BentoML's multipart reader gives them to its input model: a file
+    field's parts (a list, or the first), every other field's first part as JSON when it
+    parses, else as text."""
+    values: dict[str, Any] = {}
+    for name, parts in form.items():
+        if name in file_fields:
+            values[name] = parts
+            continue
+        first = parts[0]
+        text = first.data.decode("utf-8", "replace") if isinstance(first, FormFile) else first
+        try:
+            values[name] = json.loads(text)
+        except ValueError:
+            values[name] = text
+    return values
 
 
 def _field(loc: Any) -> str | None:
@@ -127,11 +176,15 @@ class NativeApiErrors:
         prefix: str = "/api/",
         submit_suffix: str = "/submit",
         validate: Validate | None = None,
+        validate_form: ValidateForm | None = None,
+        max_body_bytes: int = 64 * 2**20,
     ) -> None:
         self.app = app
         self.prefix = prefix
         self.submit_suffix = submit_suffix
         self.validate = validate
+        self.validate_form = validate_form
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -150,16 +203,26 @@ class NativeApiErrors:
             headers = [(b"allow", allowed.encode())]
             await send_json(send, 405, envelope(405, message, "BadRequestError"), headers)
             return
-        # Only JSON task bodies are checked here: a multipart one (a file in) when it runs.
-        is_json = _is_json(_content_type(scope))
-        if self.validate is not None and path.endswith(self.submit_suffix) and is_json:
-            receive, refused = await self._check_submit(receive)
+        content_type = _content_type(scope)
+        is_json = _is_json(content_type)
+        is_form = content_type.startswith("multipart/form-data")
+        checked = (is_json and self.validate) or (is_form and self.validate_form)
+        if checked and path.endswith(self.submit_suffix):
+            raw = await self._read(receive)
+            if raw is None:
+                limit = self.max_body_bytes
+                message = f"The request body is larger than {limit} bytes"
+                await send_json(send, 413, envelope(413, message, "BadRequestError", "body"))
+                return
+            refused = await self._check(scope, raw, is_json)
             if refused is not None:
                 await send_json(send, refused[0], to_envelope(*refused))
                 return
+            receive = _replay(raw, receive)
         await self.app(scope, receive, _rewriting(send))
 
-    async def _check_submit(self, receive: Receive) -> tuple[Receive, tuple[int, bytes] | None]:
+    async def _read(self, receive: Receive) -> bytes | None:
+        """The whole body, or None past ``max_body_bytes``."""
         body = bytearray()
         more = True
         while more:
@@ -168,18 +231,62 @@ class NativeApiErrors:
                 break
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        raw = bytes(body)
-        sent = False
+            if len(body) > self.max_body_bytes:
+                return None
+        return bytes(body)
 
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": raw, "more_body": False}
-            return await receive()
+    async def _check(self, scope: Scope, raw: bytes, is_json: bool) -> Refusal:
+        from starlette.concurrency import run_in_threadpool
 
-        assert self.validate is not None
-        return replay, self.validate(raw)
+        if is_json:
+            assert self.validate is not None
+            return self.validate(raw)
+        assert self.validate_form is not None
+        form = await _parse_form(scope, raw)
+        if isinstance(form, tuple):
+            return form
+        # Decoding the uploaded audio is real work: off the event loop.
+        return await run_in_threadpool(self.validate_form, form)
+
+
+def _replay(raw: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``raw`` as the whole body, then whatever ``receive`` does."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _parse_form(scope: Scope, raw: bytes) -> Form | tuple[int, bytes]:
+    """A multipart body as a ``Form`` (starlette's parser, as BentoML reads it), or a 400."""
+    from starlette.datastructures import UploadFile
+    from starlette.requests import Request
+
+    request = Request(scope, _replay(raw, _no_more))
+    form: Form = {}
+    try:
+        async with request.form(max_files=16, max_fields=256) as parsed:
+            for name, value in parsed.multi_items():
+                if isinstance(value, UploadFile):
+                    data = await value.read()
+                    part: str | FormFile = FormFile(value.filename, value.content_type, data)
+                else:
+                    part = value
+                form.setdefault(name, []).append(part)
+    except Exception as e:  # starlette's MultiPartException, a bad boundary, ...
+        reason = f"The multipart body could not be read: {e}"
+        return 400, envelope(400, reason, "BadRequestError", "body")
+    return form
+
+
+async def _no_more() -> Message:
+    return {"type": "http.disconnect"}
 
 
 def _rewriting(send: Send, plain_only: bool = False) -> Send:

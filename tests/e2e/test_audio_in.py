@@ -130,6 +130,77 @@ def test_native_api_with_the_bento_client(surface_server: BentoServer, tmp_path:
     assert Path(from_task).read_bytes() == Path(variation).read_bytes()
 
 
+@pytest.mark.parametrize(
+    ("form", "file", "status", "param"),
+    [
+        ({"mode": "audio-to-audio"}, ("a.wav", take(1.0), "audio/wav"), 400, "prompt"),
+        ({"prompt": "rain", "mode": "nope"}, ("a.wav", take(1.0), "audio/wav"), 400, "mode"),
+        ({"prompt": "rain", "steps": "many"}, ("a.wav", take(1.0), "audio/wav"), 400, "steps"),
+        (
+            {"prompt": "rain", "init_noise_level": "2"},
+            ("a.wav", take(1.0), "audio/wav"),
+            400,
+            "init_noise_level",
+        ),
+        (
+            {"prompt": "rain", "mode": "inpainting"},
+            ("a.wav", take(1.0), "audio/wav"),
+            400,
+            "inpaint_start_seconds",
+        ),
+        ({"prompt": "rain", "model": "nope"}, ("a.wav", take(1.0), "audio/wav"), 404, "model"),
+        ({"prompt": "rain"}, ("a.wav", b"not audio at all", "audio/wav"), 400, "audio"),
+        ({"prompt": "rain"}, ("a.txt", take(1.0), "text/plain"), 400, "audio"),
+        ({"prompt": "rain"}, None, 400, "audio"),
+    ],
+    ids=[
+        "no-prompt",
+        "mode",
+        "steps",
+        "noise",
+        "regions",
+        "model",
+        "undecodable",
+        "type",
+        "no-file",
+    ],
+)
+def test_native_audio_task_is_refused_at_submit(
+    surface_server: BentoServer,
+    form: dict[str, str],
+    file: tuple[str, bytes, str] | None,
+    status: int,
+    param: str,
+) -> None:
+    """A multipart task the run would refuse is refused at submit, in the envelope, with the
+    field named; nothing is queued."""
+    files = {"audio": file} if file else {"unrelated": ("x.bin", b"x", "application/octet-stream")}
+    submit = f"{surface_server.url}/api/audio_to_audio_async/submit"
+    response = httpx.post(submit, data=form, files=files, timeout=60)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == (status, param), error
+
+
+def test_a_good_native_audio_task_is_accepted_and_runs(surface_server: BentoServer) -> None:
+    base = f"{surface_server.url}/api/audio_to_audio_async"
+    form = {"prompt": "rain", "mode": "audio-to-audio", "steps": "4", "seed": "4"}
+    files = {"audio": ("take.wav", take(1.0), "audio/wav")}
+    submitted = httpx.post(f"{base}/submit", data=form, files=files, timeout=60)
+    assert submitted.status_code == 200, submitted.text
+    task_id = submitted.json()["task_id"]
+    deadline = time.monotonic() + 120
+    while True:
+        status = httpx.get(f"{base}/status", params={"task_id": task_id}, timeout=30).json()
+        if status["status"] not in ("pending", "in_progress"):
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+    assert status["status"] == "completed", status
+    result = httpx.get(f"{base}/get", params={"task_id": task_id}, timeout=60)
+    assert ffprobe(result.content).duration == pytest.approx(1.0, abs=1 / RATE)
+
+
 def test_a_queued_job_runs_after_a_kill_from_its_stored_source(
     demo_tag: str, tmp_path: Path
 ) -> None:

@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from stable_audio_bento.native_errors import NativeApiErrors, task_validator, to_envelope
+from stable_audio_bento.native_errors import (
+    Form,
+    FormFile,
+    NativeApiErrors,
+    form_validator,
+    form_values,
+    task_validator,
+    to_envelope,
+)
 
 OURS = {"error": {"message": "The model `x` does not exist.", "type": "NotFoundError"}}
 OURS["error"].update(param="model", code=404)
@@ -75,7 +83,9 @@ def test_plain_text_becomes_the_envelope() -> None:
     }
 
 
-def run(middleware: NativeApiErrors, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+def run(
+    middleware: NativeApiErrors, path: str, body: bytes, content_type: str = ""
+) -> tuple[int, dict[str, str], bytes]:
     sent: list[Any] = []
 
     async def receive() -> Any:
@@ -84,7 +94,8 @@ def run(middleware: NativeApiErrors, path: str, body: bytes) -> tuple[int, dict[
     async def send(message: Any) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": path, "headers": []}
+    headers = [(b"content-type", content_type.encode())] if content_type else []
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
     asyncio.run(middleware(scope, receive, send))
     start = sent[0]
     headers = {k.decode(): v.decode() for k, v in start["headers"]}
@@ -188,4 +199,68 @@ def test_plain_text_errors_elsewhere_become_the_envelope() -> None:
     ours = NativeApiErrors(bentoml_like(404, {"error": {"message": "m", "type": "NotFoundError"}}))
     assert json.loads(run(ours, "/jobs/x", b"")[2]) == {
         "error": {"message": "m", "type": "NotFoundError"}
+    }
+
+
+def multipart(
+    fields: dict[str, str], files: dict[str, tuple[str, bytes, str]]
+) -> tuple[bytes, str]:
+    import httpx
+
+    request = httpx.Request("POST", "http://t/", data=fields, files=files)
+    return request.read(), request.headers["content-type"]
+
+
+def test_a_multipart_task_is_validated_at_submit_as_bentoml_reads_it() -> None:
+    from stable_audio_bento.errors import InvalidRequestError
+
+    seen: list[dict[str, Any]] = []
+
+    def plan(form: Form) -> None:
+        values = form_values(form, frozenset({"audio"}))
+        seen.append(values)
+        if "prompt" not in values:
+            raise InvalidRequestError("prompt is required", "prompt")
+        (audio,) = values["audio"]
+        assert isinstance(audio, FormFile)
+        if not audio.data.startswith(b"RIFF"):
+            raise InvalidRequestError("audio could not be decoded", "audio")
+
+    ran: list[bool] = []
+
+    async def task_app(scope: Any, receive: Any, send: Any) -> None:
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        ran.append(b"RIFF" in body)  # BentoML gets the whole body, as sent
+        await bentoml_like(200, {"task_id": "t", "status": "in_progress"})(scope, receive, send)
+
+    middleware = NativeApiErrors(
+        task_app, validate_form=form_validator(plan), max_body_bytes=10_000
+    )
+    submit = "/api/audio_to_audio_async/submit"
+    wav = ("a.wav", b"RIFF" + b"\0" * 100, "audio/wav")
+    body, kind = multipart({"steps": "4"}, {"audio": wav})
+    status, _, out = run(middleware, submit, body, kind)
+    assert status == 400 and json.loads(out)["error"]["param"] == "prompt"
+    body, kind = multipart({"prompt": "rain"}, {"audio": ("a.wav", b"junk", "audio/wav")})
+    status, _, out = run(middleware, submit, body, kind)
+    assert status == 400 and json.loads(out)["error"]["param"] == "audio"
+    huge, kind = multipart({"prompt": "rain"}, {"audio": ("a.wav", b"RIFF" * 5000, "audio/wav")})
+    status, _, out = run(middleware, submit, huge, kind)
+    assert status == 413 and json.loads(out)["error"]["param"] == "body"
+    status, _, out = run(middleware, submit, b"--nope", "multipart/form-data; boundary=x")
+    assert status == 400, out  # unreadable (or read as empty, and refused): never queued
+    assert ran == []
+    body, kind = multipart({"prompt": "rain", "steps": "4", "seed": "abc"}, {"audio": wav})
+    status, _, out = run(middleware, submit, body, kind)
+    assert (status, json.loads(out)["task_id"], ran) == (200, "t", [True])
+    # Text parts are JSON when they parse (BentoML's reading), else text.
+    assert {k: v for k, v in seen[-1].items() if k != "audio"} == {
+        "prompt": "rain",
+        "steps": 4,
+        "seed": "abc",
     }
