@@ -91,7 +91,7 @@ def test_a_precision_too_far_from_float32_falls_back(
 ) -> None:
     # No int8 model is within 300 dB of float32: the load check refuses it, float32 loads.
     with (
-        caplog.at_level(logging.WARNING, logger="stable_audio_bento.engine.sao"),
+        caplog.at_level(logging.WARNING, logger="stable_audio_bento.engine.precision"),
         loaded("int8", precision_min_snr_db=300.0) as engine,
     ):
         assert engine.precision == "float32"
@@ -131,7 +131,7 @@ def test_sa3_bfloat16_mode_is_checked_against_float32(
     demo_sa3_tag: str, sa3_reference: FloatAudio, caplog: pytest.LogCaptureFixture
 ) -> None:
     with (
-        caplog.at_level(logging.INFO, logger="stable_audio_bento.engine.sa3"),
+        caplog.at_level(logging.INFO, logger="stable_audio_bento.engine.precision"),
         loaded_any("demo-sa3", "bfloat16") as engine,
     ):
         assert engine.dtype_name == "bfloat16"

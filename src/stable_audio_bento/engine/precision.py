@@ -8,12 +8,11 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..errors import ModelLoadError
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -58,23 +57,55 @@ def set_threads(threads: int, fast: bool = False) -> None:
         torch.set_num_threads(threads)
 
 
-def first_finite(
+class Checkable(Protocol):
+    """An engine that can generate the load check's short request."""
+
+    def check_audio(self) -> Any:
+        """The check request's audio, None if it is not finite."""
+
+
+E = TypeVar("E", bound=Checkable)
+
+
+def first_passing(
     name: str,
     candidates: Sequence[str],
-    make: Callable[[str, bool], T],
-    proves: Callable[[T, str], bool],
-) -> T:
-    """The first precision whose engine passes its check, best first (``dtype_candidates``).
+    make: Callable[[str, bool], E],
+    *,
+    check: bool = True,
+    warm_up: bool = False,
+    reference: Any = None,
+    min_snr_db: float = 0.0,
+) -> E:
+    """The engine of the first precision that passes the load check, best first.
 
-    ``make(dtype, fresh)`` builds the engine in ``dtype`` (``fresh``: after a failed check, from
-    the stored weights again); ``proves(engine, dtype)`` says whether it gives finite audio
-    (float32 needs no proof unless something else, compilation, must be warmed up).
+    ``make(candidate, fresh)`` builds the engine in ``candidate`` (``fresh``: after a failed
+    check, from the stored weights again). The check is a short generation (``check_audio``):
+    it must be finite and, with a float32 ``reference`` audio of the same request, within
+    ``min_snr_db`` of it. float32 itself is only held to finiteness, and needs no check at all
+    unless ``warm_up`` (a compiled model is warmed up by that same generation).
     """
     for i, candidate in enumerate(candidates):
         engine = make(candidate, i > 0)
-        if proves(engine, candidate):
+        if not check or (candidate == "float32" and not warm_up):
             return engine
-        log.warning("%s gives non-finite audio in %s; trying the next precision", name, candidate)
+        audio = engine.check_audio()
+        if audio is None:
+            log.warning("%s gives non-finite audio in %s; trying the next one", name, candidate)
+            continue
+        if reference is None or candidate == "float32":
+            return engine
+        error = snr_db(reference, audio)
+        if error >= min_snr_db:
+            log.info("%s in %s: %.1f dB SNR against float32", name, candidate, error)
+            return engine
+        log.warning(
+            "%s in %s is %.1f dB from float32 (minimum %.1f); trying the next precision",
+            name,
+            candidate,
+            error,
+            min_snr_db,
+        )
     raise ModelLoadError(f"{name}: no precision gives finite audio ({', '.join(candidates)})")
 
 

@@ -56,10 +56,9 @@ from .precision import (
     CpuOptions,
     cpu_candidates,
     dtype_candidates,
-    first_finite,
+    first_passing,
     pick_device,
     set_threads,
-    snr_db,
     torch_dtype,
 )
 
@@ -331,18 +330,15 @@ class SA3Engine:
         reference = None
         if check and fast and candidates[0] != "float32":
             reference = make("float32", False).check_audio()
-
-        def proves(engine: SA3Engine, candidate: str) -> bool:
-            if not check or (candidate == "float32" and not compile):
-                return True
-            audio = engine.check_audio()
-            if audio is None or reference is None or candidate == "float32":
-                return audio is not None
-            error = snr_db(reference, audio)
-            log.info("%s in %s: %.1f dB SNR against float32", name, candidate, error)
-            return error >= cpu.min_snr_db
-
-        engine = first_finite(name, candidates, make, proves)
+        engine = first_passing(
+            name,
+            candidates,
+            make,
+            check=check,
+            warm_up=compile,
+            reference=reference,
+            min_snr_db=cpu.min_snr_db,
+        )
         engine.stats = EngineStats()  # the check is not a request
         log.info(
             "loaded %s on %s (%s%s) in %.1f s",

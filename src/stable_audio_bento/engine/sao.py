@@ -37,9 +37,9 @@ from .precision import (
     CpuOptions,
     cpu_candidates,
     dtype_candidates,
+    first_passing,
     pick_device,
     set_threads,
-    snr_db,
     torch_dtype,
 )
 
@@ -140,50 +140,34 @@ class StableAudioEngine:
         reference = None
         if check and resolved == "cpu" and candidates[0] != "float32":
             reference = cls(model, info, resolved, torch.float32).check_audio()
-        engine: StableAudioEngine | None = None
-        for i, candidate in enumerate(candidates):
-            if i:  # a failed reduced-precision check: start again from the stored weights
-                model = build()
+
+        def make(candidate: str, fresh: bool) -> StableAudioEngine:
+            # After a failed reduced-precision check: start again from the stored weights.
+            loaded = build() if fresh else model
             precision = torch_dtype(candidate)
             # Cast before moving: half the bytes cross to the device, and its peak memory is
             # the half-precision model, not the float32 one.
-            model.to(dtype=precision).to(resolved)
+            loaded.to(dtype=precision).to(resolved)
             if fast:
-                _fast_path(model, candidate)
+                _fast_path(loaded, candidate)
             if compile:
                 # In place: parameters and state-dict keys stay as they are. Dynamic shapes,
                 # so every batch size (doubled for CFG) shares one compiled graph.
-                model.model.model.compile(dynamic=True)
-            engine = cls(model, info, resolved, precision)
+                loaded.model.model.compile(dynamic=True)
+            engine = cls(loaded, info, resolved, precision)
             engine.precision = candidate
-            # float32 needs no proof; a compiled model is warmed up by the same generation.
-            if not check or (candidate == "float32" and not compile and not fast):
-                break
-            audio = engine.check_audio()
-            # float32 is what the others are held to: finite is all it must be.
-            if audio is not None and (reference is None or candidate == "float32"):
-                break
-            if audio is not None:
-                error = snr_db(reference, audio)
-                if error >= cpu.min_snr_db:
-                    log.info("%s in %s: %.1f dB SNR against float32", name, candidate, error)
-                    break
-                log.warning(
-                    "%s in %s is %.1f dB from float32 (minimum %.1f); trying the next precision",
-                    name,
-                    candidate,
-                    error,
-                    cpu.min_snr_db,
-                )
-            else:
-                log.warning(
-                    "%s gives non-finite audio in %s; trying the next precision", name, candidate
-                )
-        else:
-            raise ModelLoadError(
-                f"{name}: no precision gives finite audio ({', '.join(candidates)})"
-            )
-        assert engine is not None
+            return engine
+
+        # A compiled model (or the fast path's compiled decoder) is warmed up by the check.
+        engine = first_passing(
+            name,
+            candidates,
+            make,
+            check=check,
+            warm_up=compile or fast,
+            reference=reference,
+            min_snr_db=cpu.min_snr_db,
+        )
         engine.stats = EngineStats()  # the check is not a request
         log.info(
             "loaded %s on %s (%s%s%s) in %.1f s",
