@@ -216,10 +216,17 @@ def test_over_the_concurrency_limit_is_our_429(guarded: BentoServer) -> None:
             held = [pool.submit(held_post) for _ in range(4)]
             for _ in held:
                 assert started.acquire(timeout=30)
-            time.sleep(0.5)  # the first chunk of each is on the server
-            refused = httpx.post(
-                f"{guarded.url}/v1/audio/generate", content=body, headers=JSON_TYPE, timeout=30
-            )
+            # Until the server has all four in flight, a probe gets through (an empty body:
+            # answered at once, its slot given back); then it is refused.
+            deadline = time.monotonic() + 60
+            while True:
+                refused = httpx.post(
+                    f"{guarded.url}/v1/audio/generate", content=b"{}", headers=JSON_TYPE, timeout=30
+                )
+                if refused.status_code == 429 or time.monotonic() > deadline:
+                    break
+                assert refused.status_code in (400, 422), refused.text
+                time.sleep(0.1)
             assert refused.status_code == 429, refused.text
             assert refused.headers["retry-after"].isdigit()
             assert envelope_of(refused)["type"] == "RateLimitError"
