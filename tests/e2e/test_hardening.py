@@ -8,12 +8,12 @@ seconds was released, not expired.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
-import threading
+import socket
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -190,50 +190,62 @@ def test_native_errors_are_the_envelope_and_tasks_are_checked_at_submit(
     assert status.status_code == 400 and envelope_of(status)["param"] == "task_id"
 
 
-def test_over_the_concurrency_limit_is_our_429(guarded: BentoServer) -> None:
-    # Four requests held in flight by their own bodies (sent once released), so the bound is
-    # reached however fast the model generates: the fifth is refused, not raced.
-    body = json.dumps({"input": "rain", "audio_length": 1, "num_inference_steps": 8}).encode()
-    release = threading.Event()
-    started = threading.Semaphore(0)
+class HeldRequest:
+    """A generation request on a socket of its own, held open before its body.
 
-    def held_body() -> Iterator[bytes]:
-        started.release()
-        yield body[:5]
-        release.wait(60)
-        yield body[5:]
+    ``Expect: 100-continue``: the server answers ``100 Continue`` when the app first reads the
+    body, which the request guard does inside the in-flight bound, so once it has answered the
+    request is counted, however loaded the machine; ``finish`` sends the body.
+    """
 
-    def held_post() -> httpx.Response:
-        return httpx.post(
-            f"{guarded.url}/v1/audio/generate",
-            content=held_body(),
-            headers=JSON_TYPE,
-            timeout=120,
+    def __init__(self, url: str, body: bytes) -> None:
+        address = httpx.URL(url)
+        self.body = body
+        self.sock = socket.create_connection((address.host, address.port), timeout=60)
+        head = (
+            f"POST /v1/audio/generate HTTP/1.1\r\nHost: {address.host}:{address.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Expect: 100-continue\r\n\r\n"
         )
+        self.sock.sendall(head.encode())
+        self.interim = self._head()
 
-    with ThreadPoolExecutor(4) as pool:
-        try:
-            held = [pool.submit(held_post) for _ in range(4)]
-            for _ in held:
-                assert started.acquire(timeout=30)
-            # Until the server has all four in flight, a probe gets through (an empty body:
-            # answered at once, its slot given back); then it is refused.
-            deadline = time.monotonic() + 60
-            while True:
-                refused = httpx.post(
-                    f"{guarded.url}/v1/audio/generate", content=b"{}", headers=JSON_TYPE, timeout=30
-                )
-                if refused.status_code == 429 or time.monotonic() > deadline:
-                    break
-                assert refused.status_code in (400, 422), refused.text
-                time.sleep(0.1)
-            assert refused.status_code == 429, refused.text
-            assert refused.headers["retry-after"].isdigit()
-            assert envelope_of(refused)["type"] == "RateLimitError"
-            assert httpx.get(f"{guarded.url}/readyz", timeout=30).status_code == 200
-        finally:
-            release.set()
-        assert [f.result().status_code for f in held] == [200] * 4
+    def _head(self) -> bytes:
+        data = b""
+        while not data.endswith(b"\r\n\r\n"):
+            chunk = self.sock.recv(1)
+            assert chunk, "the server closed the connection"
+            data += chunk
+        return data
+
+    def finish(self) -> int:
+        """Send the body; the final status (the response is read whole)."""
+        self.sock.sendall(self.body)
+        response = http.client.HTTPResponse(self.sock)
+        response.begin()
+        response.read()
+        self.sock.close()
+        return response.status
+
+
+def test_over_the_concurrency_limit_is_our_429(guarded: BentoServer) -> None:
+    # Four requests in flight, held before their bodies, so the bound is reached however fast
+    # the model generates and however loaded the machine: the fifth is refused, not raced.
+    body = json.dumps({"input": "rain", "audio_length": 1, "num_inference_steps": 8}).encode()
+    held = [HeldRequest(guarded.url, body) for _ in range(4)]
+    try:
+        assert all(h.interim.startswith(b"HTTP/1.1 100") for h in held), held[0].interim
+        refused = httpx.post(
+            f"{guarded.url}/v1/audio/generate", content=body, headers=JSON_TYPE, timeout=30
+        )
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["retry-after"].isdigit()
+        assert envelope_of(refused)["type"] == "RateLimitError"
+        assert httpx.get(f"{guarded.url}/readyz", timeout=30).status_code == 200
+    finally:
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(HeldRequest.finish, held))
+    assert statuses == [200] * 4
     again = httpx.post(
         f"{guarded.url}/v1/audio/generate", content=body, headers=JSON_TYPE, timeout=120
     )
