@@ -17,7 +17,14 @@ A store entry is a directory in ``StableAudio3Pipeline.save_pretrained``'s layou
 - CFG (any cfg_scale but 1) runs one doubled batch against each request's negative prompt (or
   the model's default, or the empty prompt), optionally with the reference's adaptive projected
   guidance (``apg_scale``);
-- the SAME decode is exact and linear in the length (``sa3_decode.py``).
+- the SAME decode is exact and linear in the length (``sa3_decode.py``; SAME-S, the small
+  models' chunked autoencoder, through ``sa3_same``).
+
+The reference batches requests of different lengths in one latent as long as the longest (plus
+``duration_padding_sec``, rounded up to SAME-S chunks) and, with ``mask_padding_attention``,
+masks each item's frames past its own length + padding out of the DiT's self-attention. Here
+every latent is exactly its request's length + padding (items of one batch share it), so the
+DiT never sees such frames: what the mask does (to a frame of rounding), without one.
 """
 
 from __future__ import annotations
@@ -301,12 +308,6 @@ class SA3Engine:
         shift = ScheduleShift.from_metadata(name, meta)
         norm_eps = meta.get("dit_norm_eps")
         text_tokens = int(meta["prompt_max_length"]) if "prompt_max_length" in meta else None
-        if meta.get("mask_padding_attention"):
-            log.warning(
-                "%s: the reference masks the padding frames out of the DiT's attention; "
-                "diffusers' DiT has no such mask, so padded requests differ from it",
-                name,
-            )
         started = time.perf_counter()
 
         def make(candidate: str, fresh: bool) -> SA3Engine:
