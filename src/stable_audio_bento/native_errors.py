@@ -33,6 +33,7 @@ from .request_guard import (
     _is_json,
     envelope,
     parse_strict_json,
+    replay_body,
     send_json,
 )
 
@@ -218,7 +219,7 @@ class NativeApiErrors:
             if refused is not None:
                 await send_json(send, refused[0], to_envelope(*refused))
                 return
-            receive = _replay(raw, receive)
+            receive = replay_body(raw, receive)
         await self.app(scope, receive, _rewriting(send))
 
     async def _read(self, receive: Receive) -> bytes | None:
@@ -249,26 +250,12 @@ class NativeApiErrors:
         return await run_in_threadpool(self.validate_form, form)
 
 
-def _replay(raw: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that gives ``raw`` as the whole body, then whatever ``receive`` does."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": raw, "more_body": False}
-        return await receive()
-
-    return replay
-
-
 async def _parse_form(scope: Scope, raw: bytes) -> Form | tuple[int, bytes]:
     """A multipart body as a ``Form`` (starlette's parser, as BentoML reads it), or a 400."""
     from starlette.datastructures import UploadFile
     from starlette.requests import Request
 
-    request = Request(scope, _replay(raw, _no_more))
+    request = Request(scope, replay_body(raw, _no_more))
     form: Form = {}
     try:
         async with request.form(max_files=16, max_fields=256) as parsed:

@@ -231,7 +231,7 @@ class RequestGuard:
             if await self._prompt_too_long(value, send):
                 return
         if scope["path"] not in self.cancel_paths:
-            await self.app(scope, _replay(bytes(body), receive), send)
+            await self.app(scope, replay_body(bytes(body), receive), send)
             return
         await self._watched(scope, bytes(body), receive, send)
 
@@ -325,7 +325,7 @@ class RequestGuard:
             await self._too_large(send, limit, is_json=False)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay_body(body: bytes, receive: Receive) -> Receive:
     """A ``receive`` that yields the body read already, then the client's later messages."""
     sent = False
 
