@@ -582,3 +582,9 @@ def test_a_same_s_entry_serves_through_the_engine(tmp_path: Path) -> None:
     )
     (varied,) = engine.generate([variation], sampling)
     assert varied.shape == audio.shape and np.isfinite(varied).all()
+    # Half precision reaches SAME-S too (bfloat16 keeps float32's range: the check passes).
+    half = SA3Engine.load(entry, "small-tiny", meta, device="cpu", dtype="bfloat16")
+    assert half.dtype_name == "bfloat16" and half.parts is not None
+    assert next(half.parts.vae.parameters()).dtype == torch.bfloat16
+    (low,) = half.generate([request], sampling)
+    assert low.shape == audio.shape and np.isfinite(low).all()
