@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import tempfile
 from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -134,7 +133,8 @@ class StableAudio:
         return body  # type: ignore[return-value]
 
     def _audio_in(self, mode: str, audio: Path, fields: dict[str, Any]) -> Any:
-        spec, data = native_request(mode, audio, fields, settings.max_upload_mb)
+        data = audio.read_bytes()
+        spec = native_request(mode, data, fields, settings.max_upload_mb)
         return self.runtime.audio_in.generate(spec, data)
 
     @bentoml.api(route="/api/audio_to_audio")
@@ -213,21 +213,21 @@ def _plan_audio_task(form: Form) -> object:
     model: Any = service.apis["audio_to_audio_async"].input_spec
     values = form_values(form, frozenset(model.multipart_fields))
     files = [part for part in values.pop("audio", []) if isinstance(part, FormFile)]
-    with tempfile.TemporaryDirectory() as tmp:
-        if files:
-            upload = files[0]
-            if upload.content_type and not fnmatch.fnmatch(upload.content_type, AUDIO_TYPES):
-                raise InvalidRequestError(
-                    f"audio: the file's content type is {upload.content_type}, "
-                    f"expected {AUDIO_TYPES}",
-                    field="audio",
-                )
-            values["audio"] = Path(tmp) / "audio"
-            values["audio"].write_bytes(upload.data)
-        request = model.model_validate(values)
-        fields = {k: getattr(request, k) for k in model.model_fields if k not in ("audio", "mode")}
-        spec, data = native_request(request.mode, request.audio, fields, settings.max_upload_mb)
-        return app.state.runtime.audio_in.plan(spec, data)
+    if files:
+        upload = files[0]
+        if upload.content_type and not fnmatch.fnmatch(upload.content_type, AUDIO_TYPES):
+            raise InvalidRequestError(
+                f"audio: the file's content type is {upload.content_type}, expected {AUDIO_TYPES}",
+                field="audio",
+            )
+        # BentoML's file type takes a path as it is (nothing is read): the bytes themselves
+        # are checked by the plan below.
+        values["audio"] = Path(upload.filename or "audio")
+    request = model.model_validate(values)
+    fields = {k: getattr(request, k) for k in model.model_fields if k not in ("audio", "mode")}
+    data = files[0].data
+    spec = native_request(request.mode, data, fields, settings.max_upload_mb)
+    return app.state.runtime.audio_in.plan(spec, data)
 
 
 # The decorators made StableAudio a bentoml Service; mypy cannot see through them.

@@ -91,7 +91,9 @@ def first_passing(
             return engine
         audio = engine.check_audio()
         if audio is None:
-            log.warning("%s gives non-finite audio in %s; trying the next one", name, candidate)
+            log.warning(
+                "%s gives non-finite audio in %s; trying the next precision", name, candidate
+            )
             continue
         if reference is None or candidate == "float32":
             return engine

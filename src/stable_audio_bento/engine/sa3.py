@@ -263,7 +263,9 @@ class SA3Engine:
         text_tokens: int | None = None,
     ) -> None:
         self.parts: Components | None = parts
-        self.text_tokens = text_tokens
+        # Prompts are padded to the entry's own text length, else the tokenizer's (at most 256).
+        tokenizer_length = int(getattr(parts.tokenizer, "model_max_length", MAX_TEXT_TOKENS))
+        self.text_tokens = text_tokens or min(tokenizer_length, MAX_TEXT_TOKENS)
         self.info = info
         self.device = device
         self.dtype = dtype
@@ -434,13 +436,10 @@ class SA3Engine:
 
     def _encode_text(self, prompts: list[str]) -> tuple[Any, Any]:
         parts = self._parts()
-        length = self.text_tokens or min(
-            int(getattr(parts.tokenizer, "model_max_length", MAX_TEXT_TOKENS)), MAX_TEXT_TOKENS
-        )
         tokens = parts.tokenizer(
             prompts,
             padding="max_length",
-            max_length=length,
+            max_length=self.text_tokens,
             truncation=True,
             return_tensors="pt",
         )

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
@@ -268,19 +267,17 @@ AUDIO_IN_PATHS = frozenset(
 NATIVE_MODES = (AUDIO_TO_AUDIO, INPAINTING, CONTINUATION)
 
 
-def native_request(
-    mode: str, audio: Path, fields: dict[str, Any], max_mb: float
-) -> tuple[AudioInParams, bytes]:
-    """The native API's typed inputs as a spec and the file's bytes (400s name the field)."""
+def native_request(mode: str, data: bytes, fields: dict[str, Any], max_mb: float) -> AudioInParams:
+    """The native API's typed inputs as a spec, the file's bytes bounded (400s name the field)."""
     if mode not in NATIVE_MODES:
         raise InvalidRequestError(
             f"mode must be one of {', '.join(NATIVE_MODES)}, got {mode!r}", field="mode"
         )
-    check_size(audio.stat().st_size, max_mb, "audio")
+    check_size(len(data), max_mb, "audio")
     try:
         parsed = AudioInFields.model_validate({k: v for k, v in fields.items() if v is not None})
     except ValidationError as e:
         error = e.errors()[0]
         field = ".".join(str(part) for part in error["loc"]) or "body"
         raise InvalidRequestError(f"{field}: {error['msg']}", field=field) from e
-    return parsed.to_spec(mode), audio.read_bytes()
+    return parsed.to_spec(mode)
