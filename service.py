@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 # huggingface_hub reads its cache and offline settings once, at import: set them first.
-from stable_audio_bento.hub_cache import prepare_offline_hub
+from stable_audio_bento.store.hub_cache import prepare_offline_hub
 
 prepare_offline_hub()
 
@@ -28,16 +28,15 @@ from bentoml.validators import ContentType  # noqa: E402
 from starlette.middleware.cors import CORSMiddleware  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
-from stable_audio_bento.api_docs import ApiDocsMiddleware  # noqa: E402
-from stable_audio_bento.auth import ApiKeyMiddleware  # noqa: E402
-from stable_audio_bento.concurrency import ConcurrencyLimit  # noqa: E402
 from stable_audio_bento.errors import InvalidRequestError, StableAudioError  # noqa: E402
 from stable_audio_bento.http import create_app, map_error  # noqa: E402
-from stable_audio_bento.http.audio_in import AUDIO_IN_PATHS, native_request  # noqa: E402
+from stable_audio_bento.http.audio_to_audio import AUDIO_IN_PATHS, native_request  # noqa: E402
 from stable_audio_bento.http.cors import cors_options  # noqa: E402
-from stable_audio_bento.http.native import write_output  # noqa: E402
-from stable_audio_bento.lifecycle import exit_when_orphaned, requeue_on_sigterm  # noqa: E402
-from stable_audio_bento.native_errors import (  # noqa: E402
+from stable_audio_bento.http.middleware.api_docs import ApiDocsMiddleware  # noqa: E402
+from stable_audio_bento.http.middleware.auth import ApiKeyMiddleware  # noqa: E402
+from stable_audio_bento.http.middleware.concurrency import ConcurrencyLimit  # noqa: E402
+from stable_audio_bento.http.middleware.guard import RequestGuard  # noqa: E402
+from stable_audio_bento.http.middleware.native_errors import (  # noqa: E402
     Form,
     FormFile,
     NativeApiErrors,
@@ -45,7 +44,8 @@ from stable_audio_bento.native_errors import (  # noqa: E402
     form_values,
     task_validator,
 )
-from stable_audio_bento.request_guard import RequestGuard  # noqa: E402
+from stable_audio_bento.http.native import write_output  # noqa: E402
+from stable_audio_bento.lifecycle import exit_when_orphaned, requeue_on_sigterm  # noqa: E402
 from stable_audio_bento.schemas import AudioGenerateRequest  # noqa: E402
 from stable_audio_bento.settings import Settings  # noqa: E402
 

@@ -22,7 +22,7 @@ def prepare_environment(bentoml_home: Path | None) -> Path:
 
     Must run before anything imports bentoml or huggingface_hub.
     """
-    from stable_audio_bento.hub_cache import prepare_offline_hub
+    from stable_audio_bento.store.hub_cache import prepare_offline_hub
 
     prepare_offline_hub()
     home = bentoml_home or Path(tempfile.mkdtemp(prefix="bench-bentoml-home-"))
@@ -36,14 +36,14 @@ def demo_entry() -> Any:
     import sys
 
     from stable_audio_bento.errors import ModelNotFoundError
-    from stable_audio_bento.modelstore import ModelCatalog
+    from stable_audio_bento.store.catalog import ModelCatalog
 
     try:
         return ModelCatalog.from_store().resolve("demo")
     except ModelNotFoundError:
         sys.path.insert(0, str(REPO_ROOT))
         from models import DEMO_RECIPE
-        from stable_audio_bento.model_import import import_source
+        from stable_audio_bento.engine.importer import import_source
 
         with quiet():
             import_source("demo", None, recipe_dir=DEMO_RECIPE)

@@ -123,8 +123,8 @@ def write_entry(config: dict[str, Any], text_encoder: dict[str, Any], folder: Pa
     """A store entry of ``config`` with seeded random weights (``bench.gpu._random_model``)."""
     from safetensors.torch import save_file
 
-    from stable_audio_bento.demo import _build_text_encoder
-    from stable_audio_bento.hub_cache import link_text_encoder, prepare_offline_hub
+    from stable_audio_bento.engine.sao.demo import _build_text_encoder
+    from stable_audio_bento.store.hub_cache import link_text_encoder, prepare_offline_hub
 
     from .gpu import _random_model
 
@@ -176,7 +176,7 @@ def run_open_small(
     """open-small in each mode and stock float32, one row per mode (stock's own row first)."""
     from stable_audio_bento.engine import CpuOptions, EngineRequest, SamplingParams
     from stable_audio_bento.engine.precision import snr_db
-    from stable_audio_bento.engine.sao import StableAudioEngine
+    from stable_audio_bento.engine.sao.engine import StableAudioEngine
 
     from . import gpu
 

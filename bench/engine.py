@@ -147,7 +147,7 @@ def stages(engine: Any, sizes: Sequence[int]) -> list[dict[str, Any]]:
 
 def coalescing(engine: Any, count: int) -> dict[str, Any]:
     """``count`` concurrent callers through the coalescer vs the same requests one by one."""
-    from stable_audio_bento.batching import Batcher
+    from stable_audio_bento.pipeline.batching import Batcher
 
     sampling = engine.sampling()
     batch = requests(count)

@@ -187,8 +187,8 @@ def tiny(config: dict[str, Any], frames: int | None = None) -> dict[str, Any]:
 
 
 def _text_encoder(spec: dict[str, Any], workdir: Path) -> Path:
-    from stable_audio_bento.demo import _build_text_encoder
-    from stable_audio_bento.hub_cache import link_text_encoder, prepare_offline_hub
+    from stable_audio_bento.engine.sao.demo import _build_text_encoder
+    from stable_audio_bento.store.hub_cache import link_text_encoder, prepare_offline_hub
 
     recipe = json.loads((REPO_ROOT / "models" / "demo" / "recipe.json").read_text())
     folder = workdir / spec["hub_name"]

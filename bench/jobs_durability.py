@@ -35,14 +35,14 @@ FINISHED = {"succeeded", "failed", "canceled"}
 def import_demo(home: Path) -> str:
     """The demo model in the model store at ``home`` (imported if missing)."""
     os.environ["BENTOML_HOME"] = str(home)
-    from stable_audio_bento.hub_cache import prepare_offline_hub
+    from stable_audio_bento.store.hub_cache import prepare_offline_hub
 
     prepare_offline_hub()
     import bentoml
     from bentoml.exceptions import NotFound
 
     from models import DEMO_RECIPE
-    from stable_audio_bento.model_import import import_source
+    from stable_audio_bento.engine.importer import import_source
 
     try:
         return str(bentoml.models.get("stable-audio-demo:latest").tag)

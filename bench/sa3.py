@@ -90,9 +90,9 @@ def build(shape: str, tiny: bool = False, device: str = "cpu", dtype: Any = None
     from transformers import T5GemmaConfig, T5GemmaEncoderModel
     from transformers.models.t5gemma import T5GemmaModuleConfig
 
-    from stable_audio_bento.demo_sa3 import build_tokenizer
     from stable_audio_bento.engine.info import SA3_BACKEND, ModelInfo
-    from stable_audio_bento.engine.sa3 import OPTIONS, Components, SA3Engine
+    from stable_audio_bento.engine.sa3.demo import build_tokenizer
+    from stable_audio_bento.engine.sa3.engine import OPTIONS, Components, SA3Engine
 
     dtype = dtype or torch.float32
     spec = SHAPES[shape]
@@ -231,7 +231,7 @@ def _generation(
 
 
 def _decoding(impl: str, vae: Any, latent: Any) -> Callable[[], object]:
-    from stable_audio_bento.engine.sa3_decode import decode
+    from stable_audio_bento.engine.sa3.decode import decode
 
     if impl == "ours":
         return lambda: decode(vae, latent)

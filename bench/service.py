@@ -85,8 +85,8 @@ def http_overhead(url: str, pairs: int) -> dict[str, Any]:
     """The same small request over HTTP and as a direct in-process call, alternately."""
     import httpx
 
-    from stable_audio_bento.generation import AudioGenerator
-    from stable_audio_bento.registry import ModelRegistry
+    from stable_audio_bento.pipeline.generation import AudioGenerator
+    from stable_audio_bento.pipeline.registry import ModelRegistry
     from stable_audio_bento.schemas import AudioGenerateRequest
     from stable_audio_bento.settings import Settings
 

@@ -28,21 +28,21 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "import" and args.source == "demo-sa3":
-            from stable_audio_bento.demo_sa3 import import_demo_sa3
+            from stable_audio_bento.engine.sa3.demo import import_demo_sa3
 
             print(import_demo_sa3(DEMO_SA3_RECIPE, args.name))
         elif args.command == "import":
             if args.source == "demo":
                 # The demo never touches the hub: set up the offline cache before any import.
-                from stable_audio_bento.hub_cache import prepare_offline_hub
+                from stable_audio_bento.store.hub_cache import prepare_offline_hub
 
                 prepare_offline_hub()
-            from stable_audio_bento.model_import import import_source
+            from stable_audio_bento.engine.importer import import_source
 
             tag = import_source(args.source, args.name, recipe_dir=DEMO_RECIPE)
             print(tag)
         else:
-            from stable_audio_bento.modelstore import list_entries
+            from stable_audio_bento.store.catalog import list_entries
 
             for entry in list_entries():
                 aliases = ", ".join(entry.aliases)

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from stable_audio_bento.hub_cache import prepare_offline_hub
+from stable_audio_bento.store.hub_cache import prepare_offline_hub
 
 prepare_offline_hub()
 
@@ -47,7 +47,7 @@ def bentoml_home() -> Path:
 def demo_tag(bentoml_home: Path) -> str:
     """The demo model, imported once per session into the session's store."""
     from models import DEMO_RECIPE
-    from stable_audio_bento.model_import import import_source
+    from stable_audio_bento.engine.importer import import_source
 
     return str(import_source("demo", None, recipe_dir=DEMO_RECIPE))
 
@@ -56,7 +56,7 @@ def demo_tag(bentoml_home: Path) -> str:
 def demo_sa3_tag(bentoml_home: Path) -> str:
     """The Stable Audio 3 demo (``demo-sa3``), imported once per session."""
     from models import DEMO_SA3_RECIPE
-    from stable_audio_bento.demo_sa3 import import_demo_sa3
+    from stable_audio_bento.engine.sa3.demo import import_demo_sa3
 
     return import_demo_sa3(DEMO_SA3_RECIPE)
 

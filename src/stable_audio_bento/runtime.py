@@ -9,8 +9,6 @@ from dataclasses import replace
 from typing import Any
 
 from .archive import ZIP_EXTENSION
-from .audio_jobs import run_audio_job
-from .audio_to_audio import AUDIO_IN_MODES, AudioToAudio
 from .engine import model_info
 from .errors import (
     IdempotencyKeyReusedError,
@@ -19,15 +17,17 @@ from .errors import (
     StableAudioError,
 )
 from .formats import FORMATS
-from .generation import AudioGenerator, GeneratedAudio, Plan
-from .jobs.models import Job, JobOutput
+from .jobs.records import Job, JobOutput
+from .jobs.runner import run_audio_job
+from .jobs.sources import SourceStore, sources_from_settings, sweep_sources
+from .jobs.storage import Storage, storage_from_settings
 from .jobs.store import JobStore, job_store_from_settings
 from .jobs.worker import JobWorker
-from .registry import ModelRegistry
+from .pipeline.audio_to_audio import AUDIO_IN_MODES, AudioToAudio
+from .pipeline.generation import AudioGenerator, GeneratedAudio, Plan
+from .pipeline.registry import ModelRegistry
 from .schemas import GenerationParams
 from .settings import Settings
-from .sources import SourceStore, sources_from_settings, sweep_sources
-from .storage import Storage, storage_from_settings
 
 log = logging.getLogger(__name__)
 

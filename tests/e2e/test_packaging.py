@@ -253,8 +253,8 @@ def test_build_environment_has_no_network() -> None:
 def test_bento_lists_the_models_the_server_is_configured_to_serve(
     built: BuiltBento, demo_tag: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from stable_audio_bento.modelstore import ModelCatalog
     from stable_audio_bento.settings import Settings
+    from stable_audio_bento.store.catalog import ModelCatalog
 
     for name in settings_env_names() & set(os.environ):
         monkeypatch.delenv(name)  # the defaults, not this shell's settings

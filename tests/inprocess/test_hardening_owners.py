@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from stable_audio_bento.auth import ApiKeyMiddleware
 from stable_audio_bento.http import create_app
+from stable_audio_bento.http.middleware.auth import ApiKeyMiddleware
 from stable_audio_bento.runtime import Runtime
 from tests.inprocess.conftest import make_settings
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from stable_audio_bento.jobs.models import Job, new_job_id
+from stable_audio_bento.jobs.records import Job, new_job_id
 from stable_audio_bento.runtime import Runtime
 from tests.conftest import DOC_MODEL_ALIASES
 from tests.inprocess.conftest import app_client, make_settings

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import soundfile
 
-from stable_audio_bento.audio_to_audio import AudioInParams, AudioToAudio
 from stable_audio_bento.engine import (
     AUDIO_TO_AUDIO,
     CONTINUATION,
@@ -26,8 +25,9 @@ from stable_audio_bento.engine import (
     EngineRequest,
 )
 from stable_audio_bento.errors import InvalidRequestError, UploadTooLargeError
-from stable_audio_bento.generation import AudioGenerator
-from stable_audio_bento.registry import ModelRegistry
+from stable_audio_bento.pipeline.audio_to_audio import AudioInParams, AudioToAudio
+from stable_audio_bento.pipeline.generation import AudioGenerator
+from stable_audio_bento.pipeline.registry import ModelRegistry
 from stable_audio_bento.schemas import STABLE_API, GenerationParams
 from stable_audio_bento.settings import Settings
 

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 
 from stable_audio_bento.audio import FloatAudio
-from stable_audio_bento.batching import BatchedAudio, Batcher
 from stable_audio_bento.engine import (
     EngineRequest,
     ProgressCallback,
@@ -28,7 +27,8 @@ from stable_audio_bento.engine import (
     StableAudioEngine,
 )
 from stable_audio_bento.errors import GenerationError
-from stable_audio_bento.modelstore import ModelCatalog
+from stable_audio_bento.pipeline.batching import BatchedAudio, Batcher
+from stable_audio_bento.store.catalog import ModelCatalog
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ import torch
 from stable_audio_bento.audio import FloatAudio
 from stable_audio_bento.engine import EngineRequest, StableAudioEngine
 from stable_audio_bento.engine.precision import native_bfloat16, snr_db
-from stable_audio_bento.registry import ModelRegistry
+from stable_audio_bento.pipeline.registry import ModelRegistry
 from stable_audio_bento.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -26,13 +26,13 @@ from stable_audio_bento.engine import (
     SamplingParams,
     StableAudioEngine,
 )
+from stable_audio_bento.engine.importer import build_metadata
 from stable_audio_bento.errors import InvalidRequestError
-from stable_audio_bento.generation import AudioGenerator
-from stable_audio_bento.model_import import build_metadata
-from stable_audio_bento.modelstore import ModelCatalog, ModelEntry
-from stable_audio_bento.registry import ModelRegistry
+from stable_audio_bento.pipeline.generation import AudioGenerator
+from stable_audio_bento.pipeline.registry import ModelRegistry
 from stable_audio_bento.schemas import AudioGenerateRequest, GenerationsRequest
 from stable_audio_bento.settings import Settings
+from stable_audio_bento.store.catalog import ModelCatalog, ModelEntry
 
 pytestmark = pytest.mark.integration
 

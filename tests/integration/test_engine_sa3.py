@@ -19,12 +19,12 @@ import torch
 
 from stable_audio_bento.audio import FloatAudio
 from stable_audio_bento.engine import AudioEngine, EngineRequest, model_info
-from stable_audio_bento.engine.sa3 import SA3Engine, read_info
-from stable_audio_bento.engine.sa3_decode import decode as linear_decode
+from stable_audio_bento.engine.sa3.decode import decode as linear_decode
+from stable_audio_bento.engine.sa3.engine import SA3Engine, read_info
 from stable_audio_bento.errors import GenerationError, InvalidRequestError, ModelLoadError
-from stable_audio_bento.modelstore import ModelEntry
-from stable_audio_bento.registry import ModelRegistry
+from stable_audio_bento.pipeline.registry import ModelRegistry
 from stable_audio_bento.settings import Settings
+from stable_audio_bento.store.catalog import ModelEntry
 
 pytestmark = pytest.mark.integration
 
@@ -380,8 +380,8 @@ def test_apg_is_refused_on_a_model_without_it(engine: SA3Engine) -> None:
 
 def test_two_demo_builds_are_byte_identical(tmp_path: Path) -> None:
     from models import DEMO_SA3_RECIPE
-    from stable_audio_bento.demo_sa3 import build_demo_sa3
-    from stable_audio_bento.model_import import content_hash
+    from stable_audio_bento.engine.importer import content_hash
+    from stable_audio_bento.engine.sa3.demo import build_demo_sa3
 
     first, second = tmp_path / "a", tmp_path / "b"
     build_demo_sa3(DEMO_SA3_RECIPE, first)

@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 import pytest
 
-from stable_audio_bento.batching import Batcher
-from stable_audio_bento.cancellation import CancelToken, current_token
 from stable_audio_bento.engine import EngineRequest, StableAudioEngine
 from stable_audio_bento.errors import RequestAbandonedError
+from stable_audio_bento.pipeline.batching import Batcher
+from stable_audio_bento.pipeline.cancellation import CancelToken, current_token
 from tests.integration.test_batching import RESULT_TIMEOUT, STEPS
 from tests.integration.test_batching import engine as engine  # the fixtures
 from tests.integration.test_batching import make_batcher as make_batcher

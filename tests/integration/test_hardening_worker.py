@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from stable_audio_bento.jobs import JobStore, JobWorker, SQLiteJobStore
-from stable_audio_bento.storage import LocalStorage
+from stable_audio_bento.jobs.storage import LocalStorage
 from tests.integration import test_worker as base
 from tests.unit.test_hardening_store import fill, tiny_filesystem
 

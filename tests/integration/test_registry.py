@@ -15,11 +15,11 @@ from typing import Any, Protocol
 import pytest
 
 from stable_audio_bento.engine import EngineRequest, StableAudioEngine, load_engine
+from stable_audio_bento.engine.importer import KNOWN_REPOS
 from stable_audio_bento.errors import GenerationError, ModelNotFoundError
-from stable_audio_bento.model_import import KNOWN_REPOS
-from stable_audio_bento.modelstore import ModelCatalog, ModelEntry, list_entries
-from stable_audio_bento.registry import LoadedModel, ModelRegistry
+from stable_audio_bento.pipeline.registry import LoadedModel, ModelRegistry
 from stable_audio_bento.settings import Settings
+from stable_audio_bento.store.catalog import ModelCatalog, ModelEntry, list_entries
 
 pytestmark = pytest.mark.integration
 

@@ -25,11 +25,16 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from stable_audio_bento.engine.importer import KNOWN_REPOS, import_source
+from stable_audio_bento.engine.sa3.convert import convert_hub_dir
+from stable_audio_bento.engine.sa3.layout import (
+    diffusers_configs,
+    plan_keys,
+    read_config,
+    same_extras,
+)
+from stable_audio_bento.engine.sa3.same import build_vae
 from stable_audio_bento.errors import ImportSourceError
-from stable_audio_bento.model_import import KNOWN_REPOS, import_source
-from stable_audio_bento.sa3_convert import convert_hub_dir
-from stable_audio_bento.sa3_layout import diffusers_configs, plan_keys, read_config, same_extras
-from stable_audio_bento.sa3_same import build_vae
 from tests.fake_hub import FakeRepo, fake_hub
 from tests.servers import REPO_ROOT
 
@@ -502,8 +507,8 @@ def test_full_small_and_medium_shapes_have_the_published_sizes() -> None:
 def test_same_s_converts_with_its_chunked_attention_recorded(tmp_path: Path) -> None:
     from diffusers import AutoencoderSAME
 
-    from stable_audio_bento import sa3_same
-    from stable_audio_bento.sa3_convert import diffusers_facts
+    from stable_audio_bento.engine.sa3.convert import diffusers_facts
+    from stable_audio_bento.engine.sa3.engine import same as sa3_same
 
     hub = make_hub_dir(tmp_path / "hub", manifest=SMALL)
     out = tmp_path / "entry"
@@ -549,11 +554,11 @@ def test_a_same_s_entry_serves_through_the_engine(tmp_path: Path) -> None:
     entry's own prompt length, exact lengths, and a variation through the chunked encoder."""
     import numpy as np
 
-    from stable_audio_bento import sa3_same
     from stable_audio_bento.audio import peak_normalize
     from stable_audio_bento.engine.contract import EngineRequest
-    from stable_audio_bento.engine.sa3 import SA3Engine
-    from stable_audio_bento.sa3_import import sa3_metadata
+    from stable_audio_bento.engine.sa3.engine import SA3Engine
+    from stable_audio_bento.engine.sa3.engine import same as sa3_same
+    from stable_audio_bento.engine.sa3.importer import sa3_metadata
 
     hub = make_hub_dir(tmp_path / "hub", manifest=SMALL)
     entry = tmp_path / "entry"

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from stable_audio_bento.errors import StorageError
-from stable_audio_bento.jobs.models import Job, new_job_id
+from stable_audio_bento.jobs.records import Job, new_job_id
+from stable_audio_bento.jobs.sources import LocalSources, S3Sources, SourceStore, sweep_sources
 from stable_audio_bento.jobs.sqlite_store import SQLiteJobStore
-from stable_audio_bento.sources import LocalSources, S3Sources, SourceStore, sweep_sources
-from stable_audio_bento.storage import S3Storage
+from stable_audio_bento.jobs.storage import S3Storage
 from tests.servers import S3Server, seaweedfs_s3
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ import pytest
 
 from stable_audio_bento.errors import StorageError
 from stable_audio_bento.formats import FORMATS
-from stable_audio_bento.jobs.models import new_job_id
-from stable_audio_bento.storage import S3Storage
+from stable_audio_bento.jobs.records import new_job_id
+from stable_audio_bento.jobs.storage import S3Storage
 from tests.servers import S3Server, free_ports, seaweedfs_s3
 
 

@@ -19,7 +19,7 @@ import soundfile as sf
 from stable_audio_bento.errors import JobNotFoundError, StorageError
 from stable_audio_bento.jobs import Job, JobOutput, JobStore, JobWorker, SQLiteJobStore
 from stable_audio_bento.jobs.redis_store import RedisJobStore
-from stable_audio_bento.storage import LocalStorage, S3Storage, Storage
+from stable_audio_bento.jobs.storage import LocalStorage, S3Storage, Storage
 from tests.servers import S3Server, free_ports, redis_server, seaweedfs_s3
 
 SAMPLE_RATE = 8000

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from stable_audio_bento.audio_input import (
+from stable_audio_bento.errors import InvalidRequestError, UploadTooLargeError
+from stable_audio_bento.pipeline.source_audio import (
     SourceAudio,
     check_size,
     conform,
@@ -17,7 +18,6 @@ from stable_audio_bento.audio_input import (
     fit_window,
     load_source,
 )
-from stable_audio_bento.errors import InvalidRequestError, UploadTooLargeError
 
 MODEL_RATE = 44100
 

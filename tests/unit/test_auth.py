@@ -12,7 +12,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
 
-from stable_audio_bento.auth import ApiKeyMiddleware, bearer_token, is_open
+from stable_audio_bento.http.middleware.auth import ApiKeyMiddleware, bearer_token, is_open
 from stable_audio_bento.settings import Settings
 
 KEYS = ["first-key", "second-key"]

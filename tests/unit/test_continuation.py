@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stable_audio_bento.continuation import Window, extend, plan_windows, window_request
 from stable_audio_bento.engine import EngineRequest
-from stable_audio_bento.engine.audio_in import keep_mask, region_weights, splice, v_sigma
+from stable_audio_bento.engine.splice import keep_mask, region_weights, splice, v_sigma
+from stable_audio_bento.pipeline.continuation import Window, extend, plan_windows, window_request
 
 RATE = 1000  # a small rate keeps the arrays small; nothing here depends on it
 

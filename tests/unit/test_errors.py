@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from stable_audio_bento import errors
-from stable_audio_bento.audio_jobs import JobCanceledError
 from stable_audio_bento.errors import (
     GenerationError,
     IdempotencyKeyReusedError,
@@ -26,6 +25,7 @@ from stable_audio_bento.errors import (
     UploadTooLargeError,
 )
 from stable_audio_bento.http import map_error
+from stable_audio_bento.jobs.runner import JobCanceledError
 from stable_audio_bento.runtime import JobCanceled
 from stable_audio_bento.schemas import ErrorResponse
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from stable_audio_bento.auth import (
+from stable_audio_bento.http.middleware.auth import (
     ANONYMOUS,
     CALLER_SCOPE_KEY,
     OPEN_CALLER,

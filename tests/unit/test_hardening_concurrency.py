@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from stable_audio_bento.concurrency import ConcurrencyLimit
+from stable_audio_bento.http.middleware.concurrency import ConcurrencyLimit
 
 
 def test_past_the_limit_is_429_with_retry_after_and_probes_still_answer() -> None:

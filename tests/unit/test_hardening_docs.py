@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from stable_audio_bento.api_docs import ENVELOPE, complete, statuses
 from stable_audio_bento.http import create_app
 from stable_audio_bento.http.errors import _methods_of
+from stable_audio_bento.http.middleware.api_docs import ENVELOPE, complete, statuses
 
 
 @pytest.fixture(scope="module")

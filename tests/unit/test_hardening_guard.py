@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from stable_audio_bento.request_guard import RequestGuard, parse_strict_json
+from stable_audio_bento.http.middleware.guard import RequestGuard, parse_strict_json
 
 
 async def echo(request: Request) -> JSONResponse:

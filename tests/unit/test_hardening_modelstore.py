@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from stable_audio_bento.errors import ModelNotFoundError
-from stable_audio_bento.modelstore import ModelCatalog, ModelEntry
+from stable_audio_bento.store.catalog import ModelCatalog, ModelEntry
 
 DEMO = ModelEntry(
     name="stable-audio-demo",

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from stable_audio_bento.native_errors import (
+from stable_audio_bento.http.middleware.native_errors import (
     Form,
     FormFile,
     NativeApiErrors,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from stable_audio_bento.api_docs import complete
+from stable_audio_bento.http.middleware.api_docs import complete
 from stable_audio_bento.schemas import AudioGenerateRequest, GenerationsRequest
 
 

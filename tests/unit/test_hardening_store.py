@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from stable_audio_bento.auth import owner_of
 from stable_audio_bento.errors import JobNotFoundError, JobStoreUnavailableError, StorageError
+from stable_audio_bento.http.middleware.auth import owner_of
 from stable_audio_bento.jobs import Job, JobStore, SQLiteJobStore
-from stable_audio_bento.storage import LocalStorage
+from stable_audio_bento.jobs.storage import LocalStorage
 from tests.unit.test_job_store import MakeStore, new_job
 
 ALICE, BOB = owner_of("alice-key"), owner_of("bob-key")

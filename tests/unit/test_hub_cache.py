@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from stable_audio_bento.errors import ModelLoadError
-from stable_audio_bento.hub_cache import link_text_encoder, prepare_offline_hub
+from stable_audio_bento.store.hub_cache import link_text_encoder, prepare_offline_hub
 from tests.servers import REPO_ROOT
 
 
@@ -103,7 +103,7 @@ def test_link_without_encoder_files_is_a_load_error(tmp_path: Path) -> None:
 def test_a_fresh_process_gets_a_private_cache() -> None:
     result = run_python(
         """
-        from stable_audio_bento.hub_cache import prepare_offline_hub
+        from stable_audio_bento.store.hub_cache import prepare_offline_hub
         cache = prepare_offline_hub()
         from huggingface_hub import constants
         print(cache, constants.HF_HUB_OFFLINE, constants.HF_HUB_CACHE == str(cache), cache.is_dir())
@@ -122,7 +122,7 @@ def test_child_processes_share_the_parents_cache() -> None:
     # bentoml serve's workers inherit the environment: they must use the same cache.
     result = run_python(
         """
-        from stable_audio_bento.hub_cache import prepare_offline_hub
+        from stable_audio_bento.store.hub_cache import prepare_offline_hub
         print(prepare_offline_hub())
         """,
         dict(os.environ),
@@ -136,7 +136,7 @@ def test_importing_the_hub_client_first_is_refused() -> None:
     result = run_python(
         """
         import huggingface_hub
-        from stable_audio_bento.hub_cache import prepare_offline_hub
+        from stable_audio_bento.store.hub_cache import prepare_offline_hub
         prepare_offline_hub()
         """,
         clean_env(),
@@ -154,7 +154,7 @@ def test_hub_client_with_other_settings_is_refused(tmp_path: Path) -> None:
     env["HF_HUB_CACHE"] = str(tmp_path / "someone-elses")
     result = run_python(
         """
-        from stable_audio_bento.hub_cache import prepare_offline_hub
+        from stable_audio_bento.store.hub_cache import prepare_offline_hub
         prepare_offline_hub()
         """,
         env,

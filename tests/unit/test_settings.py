@@ -10,11 +10,11 @@ from pydantic import ValidationError
 
 from models import DEMO_RECIPE
 from stable_audio_bento.errors import InvalidRequestError
-from stable_audio_bento.generation import AudioGenerator
-from stable_audio_bento.modelstore import ModelCatalog, ModelEntry
-from stable_audio_bento.registry import ModelRegistry
+from stable_audio_bento.pipeline.generation import AudioGenerator
+from stable_audio_bento.pipeline.registry import ModelRegistry
 from stable_audio_bento.schemas import AudioGenerateRequest, GenerationsRequest
 from stable_audio_bento.settings import Settings
+from stable_audio_bento.store.catalog import ModelCatalog, ModelEntry
 
 # Examples from the two reference documents, as written there.
 VLLM_EXAMPLES = [

@@ -9,14 +9,14 @@ import pytest
 
 from stable_audio_bento.errors import StorageError
 from stable_audio_bento.formats import FORMATS
-from stable_audio_bento.jobs.models import new_job_id
-from stable_audio_bento.settings import Settings
-from stable_audio_bento.storage import (
+from stable_audio_bento.jobs.records import new_job_id
+from stable_audio_bento.jobs.storage import (
     LocalStorage,
     S3Storage,
     output_key,
     storage_from_settings,
 )
+from stable_audio_bento.settings import Settings
 
 
 @pytest.fixture

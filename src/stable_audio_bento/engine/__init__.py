@@ -39,11 +39,11 @@ from .info import (
 )
 from .noise import ItemNoise, initial_noise
 from .precision import CPU_MODES, DTYPES, CpuOptions, dtype_candidates, pick_device
-from .sao import StableAudioEngine
+from .sao.engine import StableAudioEngine
 
 if TYPE_CHECKING:
-    from ..modelstore import ModelEntry
     from ..settings import Settings
+    from ..store.catalog import ModelEntry
 
 __all__ = [
     "AUDIO_TO_AUDIO",
@@ -99,7 +99,7 @@ class Backend(Protocol):
 
 
 # Backend name -> module (imported on first use: each pulls in its own heavy libraries).
-BACKENDS = {SAT_BACKEND: ".sao", SA3_BACKEND: ".sa3"}
+BACKENDS = {SAT_BACKEND: ".sao.engine", SA3_BACKEND: ".sa3.engine"}
 
 
 def backend_of(metadata: dict[str, Any]) -> Backend:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from ..runtime import Runtime
-from . import audio_in, generate, health, jobs, outputs
+from . import audio_to_audio as audio_in
+from . import generate, health, jobs, outputs
 from .errors import install_error_handlers
 from .web import mount_web
 

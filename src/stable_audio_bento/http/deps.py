@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from ..auth import Caller, caller_of
 from ..runtime import Runtime
+from .middleware.auth import Caller, caller_of
 
 
 def get_runtime(request: Request) -> Runtime:

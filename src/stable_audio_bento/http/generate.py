@@ -12,7 +12,7 @@ from fastapi.responses import Response
 
 from ..archive import ZIP_MEDIA_TYPE
 from ..formats import FORMATS
-from ..generation import GeneratedAudio
+from ..pipeline.generation import GeneratedAudio
 from ..schemas import AudioGenerateRequest, GenerationsRequest
 from .deps import RuntimeDep
 from .errors import OPENAPI_ERRORS

@@ -15,12 +15,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from ..archive import media_type_of
-from ..audio_jobs import source_view
 from ..errors import StableAudioError, StorageError
-from ..jobs.models import Job
+from ..jobs.records import Job
+from ..jobs.runner import source_view
+from ..jobs.storage import LocalStorage
 from ..runtime import Runtime
 from ..schemas import GenerationsRequest, stable_api_body
-from ..storage import LocalStorage
 from .deps import CallerDep, PublicBaseDep, RuntimeDep
 from .errors import error_response
 from .fields import ignored_fields_headers

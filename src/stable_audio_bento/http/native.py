@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import StableAudioError
-from ..generation import GeneratedAudio
+from ..pipeline.generation import GeneratedAudio
 from .errors import map_error
 
 

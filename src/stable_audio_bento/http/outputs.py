@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse, Response
 
 from ..archive import media_type_of
 from ..errors import JobNotFoundError, StorageError
-from ..storage import LocalStorage
+from ..jobs.storage import LocalStorage
 from .deps import CallerDep, RuntimeDep
 from .errors import error_response
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .models import FINISHED, Job, JobOutput, JobStatus, new_job_id
+from .records import FINISHED, Job, JobOutput, JobStatus, new_job_id
 from .sqlite_store import SQLiteJobStore
 from .store import JobStore, job_store_from_settings
 from .worker import JobWorker, RunJob

@@ -18,7 +18,7 @@ import redis
 from redis.exceptions import WatchError
 
 from ..errors import JobNotFoundError
-from .models import Job
+from .records import Job
 from .store import Change, JobStore, scoped_idempotency_key
 
 _CREATE = """

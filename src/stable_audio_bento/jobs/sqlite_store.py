@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JobNotFoundError, JobStoreUnavailableError
-from .models import FINISHED, Job
+from .records import FINISHED, Job
 from .store import Change, JobStore, scoped_idempotency_key
 
 _TABLE = """

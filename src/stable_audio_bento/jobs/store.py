@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import JobNotFoundError, QueueFullError
-from .models import FINISHED, Job
+from .records import FINISHED, Job
 
 if TYPE_CHECKING:
     from ..settings import Settings

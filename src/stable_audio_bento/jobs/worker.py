@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ..errors import StableAudioError, new_error_id, public_message
 from ..formats import FORMATS
-from ..storage import LocalStorage, Storage
-from .models import Job, JobOutput
+from .records import Job, JobOutput
+from .storage import LocalStorage, Storage
 from .store import JobStore
 
 logger = logging.getLogger(__name__)

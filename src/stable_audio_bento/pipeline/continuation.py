@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import FloatAudio
-from .engine import EngineRequest, ProgressCallback
-from .engine.audio_in import CROSSFADE_SECONDS
+from ..audio import FloatAudio
+from ..engine import EngineRequest, ProgressCallback
+from ..engine.splice import CROSSFADE_SECONDS
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .hub_cache import link_text_encoder, prepare_offline_hub
+from ...store.hub_cache import link_text_encoder, prepare_offline_hub
 
 
 def _build_tokenizer(words: list[str], out_dir: Path) -> int:

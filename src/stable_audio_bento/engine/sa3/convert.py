@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ImportSourceError
-from .sa3_layout import (
+from ...errors import ImportSourceError
+from .layout import (
     TEXT,
     Component,
     KeyPlan,
@@ -32,7 +32,7 @@ from .sa3_layout import (
     read_config,
     same_extras,
 )
-from .sa3_same import EXTRA, build_vae
+from .same import EXTRA, build_vae
 
 if TYPE_CHECKING:
     import torch

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .errors import ImportSourceError
+from ...errors import ImportSourceError
 
 Component = Literal["transformer", "vae", "text_encoder", "duration_embedder"]
 Transform = Literal["copy", "qkv_reorder", "scale_running_std"]

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .request_guard import (
+from .guard import (
     ASGIApp,
     BadJson,
     Message,
@@ -72,8 +72,8 @@ def refusal(check: Callable[[], object]) -> Refusal:
     (pydantic's as a 400 naming the field, the package's as its API mapping)."""
     from pydantic import ValidationError
 
-    from .errors import StableAudioError
-    from .http.errors import map_error
+    from ...errors import StableAudioError
+    from ..errors import map_error
 
     try:
         check()

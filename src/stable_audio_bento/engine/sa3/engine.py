@@ -41,12 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import sa3_same
-from ..audio import FloatAudio, peak_normalize
-from ..errors import GenerationError, ModelLoadError
-from . import sa3_decode
-from .audio_in import keep_mask, splice
-from .contract import (
+from ...audio import FloatAudio, peak_normalize
+from ...errors import GenerationError, ModelLoadError
+from ..contract import (
     AUDIO_TO_AUDIO,
     CONTINUATION,
     INPAINTING,
@@ -56,10 +53,10 @@ from .contract import (
     ProgressCallback,
     SamplingParams,
 )
-from .cpu_fast import quantize_int8
-from .info import OBJECTIVE_DEFAULTS, SA3_BACKEND, ModelInfo
-from .noise import ItemNoise, initial_noise
-from .precision import (
+from ..cpu_fast import quantize_int8
+from ..info import OBJECTIVE_DEFAULTS, SA3_BACKEND, ModelInfo
+from ..noise import ItemNoise, initial_noise
+from ..precision import (
     CpuOptions,
     cpu_candidates,
     dtype_candidates,
@@ -68,6 +65,9 @@ from .precision import (
     set_threads,
     torch_dtype,
 )
+from ..splice import keep_mask, splice
+from . import decode as sa3_decode
+from . import same as sa3_same
 
 log = logging.getLogger(__name__)
 

@@ -25,15 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from ..audio import FloatAudio, peak_normalize
-from ..errors import GenerationError, ModelLoadError
-from ..hub_cache import link_text_encoder, prepare_offline_hub
-from .audio_in import keep_mask, splice, v_sigma
-from .contract import EngineRequest, EngineStats, ProgressCallback, SamplingParams
-from .cpu_fast import compile_in_place, fold_weight_norm, quantize_int8
-from .info import RF_OBJECTIVES, SIGMA_MAX, SIGMA_MIN, ModelInfo
-from .noise import ItemNoise, initial_noise
-from .precision import (
+from ...audio import FloatAudio, peak_normalize
+from ...errors import GenerationError, ModelLoadError
+from ...store.hub_cache import link_text_encoder, prepare_offline_hub
+from ..contract import EngineRequest, EngineStats, ProgressCallback, SamplingParams
+from ..cpu_fast import compile_in_place, fold_weight_norm, quantize_int8
+from ..info import RF_OBJECTIVES, SIGMA_MAX, SIGMA_MIN, ModelInfo
+from ..noise import ItemNoise, initial_noise
+from ..precision import (
     CpuOptions,
     cpu_candidates,
     dtype_candidates,
@@ -42,6 +41,7 @@ from .precision import (
     set_threads,
     torch_dtype,
 )
+from ..splice import keep_mask, splice, v_sigma
 
 log = logging.getLogger(__name__)
 

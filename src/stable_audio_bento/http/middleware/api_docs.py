@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from . import limits
+from ... import limits
 from .auth import is_open
-from .request_guard import ASGIApp, Message, Receive, Scope, Send
+from .guard import ASGIApp, Message, Receive, Scope, Send
 
 DOC_PATHS = frozenset({"/docs.json", "/v1/openapi.json"})
 ENVELOPE = {"$ref": "#/components/schemas/ErrorResponse"}

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelNotFoundError
+from ..errors import ModelNotFoundError
 
 FAMILY_LABEL = ("family", "stable-audio")
 

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
-from .archive import OUTPUT_FILE_TYPES
-from .errors import StorageError
+from ..archive import OUTPUT_FILE_TYPES
+from ..errors import StorageError
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    from ..settings import Settings
 
 logger = logging.getLogger(__name__)
 

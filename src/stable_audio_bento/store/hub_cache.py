@@ -18,7 +18,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 
 _MARKER = "STABLE_AUDIO_BENTO_HF_CACHE"
 _lock = threading.Lock()

@@ -14,9 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .audio_input import SourceAudio, check_size, conform, decode_audio, fit_window
-from .continuation import extend, plan_windows, window_request
-from .engine import (
+from ..engine import (
     AUDIO_TO_AUDIO,
     CONTINUATION,
     INPAINTING,
@@ -25,10 +23,12 @@ from .engine import (
     ProgressCallback,
     model_info,
 )
-from .errors import InvalidRequestError
-from .formats import encode_audio
+from ..errors import InvalidRequestError
+from ..formats import encode_audio
+from ..schemas import GenerationParams
+from .continuation import extend, plan_windows, window_request
 from .generation import AudioGenerator, GeneratedAudio, Plan
-from .schemas import GenerationParams
+from .source_audio import SourceAudio, check_size, conform, decode_audio, fit_window
 
 AUDIO_IN_MODES = (AUDIO_TO_AUDIO, INPAINTING, CONTINUATION)
 DEFAULT_NOISE_LEVEL = 0.9

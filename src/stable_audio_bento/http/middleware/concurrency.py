@@ -10,7 +10,7 @@ busy server still answers its health checks.
 from __future__ import annotations
 
 from .auth import is_open
-from .request_guard import ASGIApp, Receive, Scope, Send, envelope, send_json
+from .guard import ASGIApp, Receive, Scope, Send, envelope, send_json
 
 
 class ConcurrencyLimit:

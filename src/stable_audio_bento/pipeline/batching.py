@@ -21,10 +21,10 @@ from collections.abc import Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from .audio import FloatAudio
+from ..audio import FloatAudio
+from ..engine import AudioEngine, EngineRequest, ProgressCallback, SamplingParams
+from ..errors import RequestAbandonedError
 from .cancellation import current_token
-from .engine import AudioEngine, EngineRequest, ProgressCallback, SamplingParams
-from .errors import RequestAbandonedError
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..engine import AudioEngine, load_engine
+from ..errors import ModelNotFoundError
+from ..settings import Settings
+from ..store.catalog import ModelCatalog, ModelEntry
 from .batching import Batcher
-from .engine import AudioEngine, load_engine
-from .errors import ModelNotFoundError
-from .modelstore import ModelCatalog, ModelEntry
-from .settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .archive import ZIP_EXTENSION, ZIP_MEDIA_TYPE, zip_outputs
-from .audio import time_stretch
-from .engine import EngineRequest, ProgressCallback, SamplingParams, model_info
-from .errors import InvalidRequestError
-from .formats import EncodedAudio, encode_audio
-from .limits import DEFAULT_DURATION_PADDING
-from .modelstore import ModelEntry
+from ..archive import ZIP_EXTENSION, ZIP_MEDIA_TYPE, zip_outputs
+from ..audio import time_stretch
+from ..engine import EngineRequest, ProgressCallback, SamplingParams, model_info
+from ..errors import InvalidRequestError
+from ..formats import EncodedAudio, encode_audio
+from ..limits import DEFAULT_DURATION_PADDING
+from ..schemas import GenerationParams, output_seeds, resolve_seed
+from ..settings import Settings
+from ..store.catalog import ModelEntry
 from .registry import ModelRegistry
-from .schemas import GenerationParams, output_seeds, resolve_seed
-from .settings import Settings
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from .errors import JobNotFoundError, StorageError
+from ..errors import JobNotFoundError, StorageError
 from .storage import S3Storage
 
 if TYPE_CHECKING:
-    from .jobs.store import JobStore
-    from .settings import Settings
+    from ..settings import Settings
     from .storage import Storage
+    from .store import JobStore
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import FloatAudio
-from .errors import InvalidRequestError, UploadTooLargeError
+from ..audio import FloatAudio
+from ..errors import InvalidRequestError, UploadTooLargeError
 
 # Below this peak (-80 dBFS) input counts as silence: nothing for a model to vary or extend.
 SILENCE_PEAK = 1e-4

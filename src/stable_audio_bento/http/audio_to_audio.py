@@ -25,12 +25,12 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from .. import limits
-from ..audio_input import check_size
-from ..audio_jobs import submit_audio_job
-from ..audio_to_audio import DEFAULT_NOISE_LEVEL, AudioInParams
 from ..engine import AUDIO_TO_AUDIO, CONTINUATION, INPAINTING
 from ..errors import InvalidRequestError
 from ..formats import FormatName
+from ..jobs.runner import submit_audio_job
+from ..pipeline.audio_to_audio import DEFAULT_NOISE_LEVEL, AudioInParams
+from ..pipeline.source_audio import check_size
 from ..schemas import STABLE_API, GenerationParams, Seed
 from .deps import CallerDep, PublicBaseDep, RuntimeDep
 from .errors import OPENAPI_ERRORS

@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .engine import ModelInfo
-from .errors import ImportSourceError
-from .modelstore import FAMILY_LABEL, list_entries
+from ..errors import ImportSourceError
+from ..store.catalog import FAMILY_LABEL, list_entries
+from . import ModelInfo
 
 KNOWN_REPOS = {
     "stabilityai/stable-audio-open-1.0": ["open-1.0", "stable-audio-open"],
@@ -125,7 +125,7 @@ def _convert_ckpt(ckpt: Path, target: Path) -> None:
 
 
 def import_demo(recipe_dir: Path, name: str | None = None) -> str:
-    from .demo import build_demo
+    from .sao.demo import build_demo
 
     with tempfile.TemporaryDirectory() as tmp:
         files = Path(tmp)
@@ -139,7 +139,7 @@ def import_demo(recipe_dir: Path, name: str | None = None) -> str:
 
 def is_sa3_directory(directory: Path) -> bool:
     """Stable Audio 3 in diffusers' layout, or in the hub's (its model_config.json says so)."""
-    from .sa3_layout import is_sa3_config
+    from .sa3.layout import is_sa3_config
 
     if (directory / "model_index.json").is_file():
         return True
@@ -153,7 +153,7 @@ def import_directory(directory: Path, name: str | None = None) -> str:
     if not directory.is_dir():
         raise ImportSourceError(f"{directory} is not a directory")
     if is_sa3_directory(directory):
-        from .sa3_import import import_sa3_directory
+        from .sa3.importer import import_sa3_directory
 
         return import_sa3_directory(directory, name)
     with tempfile.TemporaryDirectory() as tmp:
@@ -185,7 +185,7 @@ def import_hub(repo_id: str, name: str | None = None, token: str | None = None) 
             hf_hub_download(repo_id, "model_config.json", revision=info.sha, token=token)
         )
         if _is_sa3_file(config_path):
-            from .sa3_import import import_sa3_hub
+            from .sa3.importer import import_sa3_hub
 
             return import_sa3_hub(repo_id, info.sha, config_path, name, token)
         with tempfile.TemporaryDirectory() as tmp:
@@ -223,7 +223,7 @@ def import_hub(repo_id: str, name: str | None = None, token: str | None = None) 
 
 
 def _is_sa3_file(config_path: Path) -> bool:
-    from .sa3_layout import is_sa3_config
+    from .sa3.layout import is_sa3_config
 
     try:
         return is_sa3_config(json.loads(config_path.read_text()))

@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import ImportSourceError
-from .model_import import content_hash, save_to_store
-from .sa3_convert import (
+from ...errors import ImportSourceError
+from ..importer import content_hash, save_to_store
+from .convert import (
     TOKENIZER_FILES,
     SA3Facts,
     checkpoint_has_text_encoder,

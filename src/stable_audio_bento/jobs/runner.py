@@ -12,12 +12,12 @@ import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .audio_to_audio import AudioInParams
-from .errors import IdempotencyKeyReusedError, StableAudioError
-from .jobs.models import Job, JobOutput
+from ..errors import IdempotencyKeyReusedError, StableAudioError
+from ..pipeline.audio_to_audio import AudioInParams
+from .records import Job, JobOutput
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from ..runtime import Runtime
 
 
 class JobCanceledError(StableAudioError):

@@ -133,9 +133,9 @@ def build_demo_sa3(recipe_dir: Path, out_dir: Path) -> dict[str, Any]:
 
 def store_metadata(name: str, files: Path, source: str, aliases: list[str]) -> dict[str, Any]:
     """The store metadata of an SA3 entry in diffusers' layout (what ``read_info`` reads back)."""
-    from .engine.info import SA3_BACKEND
-    from .engine.sa3 import read_info
-    from .model_import import content_hash
+    from ..importer import content_hash
+    from ..info import SA3_BACKEND
+    from .engine import read_info
 
     info = read_info(files, name, {})
     return {
@@ -161,7 +161,7 @@ def import_demo_sa3(recipe_dir: Path, name: str | None = None) -> str:
     """Build the SA3 demo and put it into the model store (a no-op when it is already there)."""
     import tempfile
 
-    from .model_import import save_to_store
+    from ..importer import save_to_store
 
     with tempfile.TemporaryDirectory() as tmp:
         files = Path(tmp)

@@ -28,7 +28,7 @@ import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .cancellation import CancelToken, current_token
+from ...pipeline.cancellation import CancelToken, current_token
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -1,0 +1,1 @@
+"""The ASGI middleware around the routes: guard, errors, auth, limits, docs."""

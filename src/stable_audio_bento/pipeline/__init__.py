@@ -1,0 +1,1 @@
+"""From a request to audio: planning, coalescing, audio in, the model registry."""

@@ -1,0 +1,1 @@
+"""The BentoML model store: entries, the catalog of names, the hub cache."""
