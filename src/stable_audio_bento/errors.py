@@ -117,6 +117,11 @@ class RequestAbandonedError(StableAudioError):
     public = True
 
 
+class JobCanceledError(StableAudioError):
+    """Raised inside a job run once its cancel was requested; the worker records the cancel
+    and never shows this error to anyone."""
+
+
 class StorageError(StableAudioError):
     """Writing or reading an output file failed.
 

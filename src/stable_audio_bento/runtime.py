@@ -5,35 +5,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import replace
-from typing import Any
 
-from .archive import ZIP_EXTENSION
-from .engine import model_info
 from .errors import (
-    IdempotencyKeyReusedError,
     ModelLoadError,
     ModelNotFoundError,
-    StableAudioError,
 )
-from .formats import FORMATS
-from .jobs.records import Job, JobOutput
-from .jobs.runner import run_audio_job
+from .jobs.factory import job_store_from_settings
+from .jobs.records import Job
+from .jobs.runner import JobRunner
 from .jobs.sources import SourceStore, sources_from_settings, sweep_sources
 from .jobs.storage import Storage, storage_from_settings
-from .jobs.store import JobStore, job_store_from_settings
+from .jobs.store import JobStore
 from .jobs.worker import JobWorker
-from .pipeline.audio_to_audio import AUDIO_IN_MODES, AudioToAudio
-from .pipeline.generation import AudioGenerator, GeneratedAudio, Plan
+from .pipeline.audio_to_audio import AudioToAudio
+from .pipeline.generation import AudioGenerator, GeneratedAudio
 from .pipeline.registry import ModelRegistry
 from .schemas import GenerationParams
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class JobCanceled(StableAudioError):
-    """Raised inside a job run once its cancel was requested."""
 
 
 class Runtime:
@@ -48,10 +38,11 @@ class Runtime:
         # Audio in: the same pipeline's parts; job sources kept beside the outputs.
         self.audio_in = AudioToAudio(self.generator)
         self.sources: SourceStore = sources_from_settings(settings, self.storage)
+        self.runner = JobRunner(self.generator, self.audio_in, self.jobs, self.sources)
         self.worker = JobWorker(
             self.jobs,
             self.storage,
-            self.run_job,
+            self.runner.run,
             lease_seconds=settings.job_lease_seconds,
             threads=settings.job_workers,
             fallback_dir=settings.output_dir / "failed-uploads",
@@ -102,118 +93,12 @@ class Runtime:
         idempotency_key: str | None = None,
         owner: str | None = None,
     ) -> Job:
-        """Validate now (bad requests never queue), fix the seeds, queue the job.
-
-        The job keeps the normalised parameters (``GenerationParams.to_record``), so a job
-        runs the same whichever API queued it and whichever release runs it. A reused
-        ``idempotency_key`` returns its job when the parameters are the same (a retry), and
-        raises IdempotencyKeyReusedError when they differ.
-        """
-        plan: Plan = self.generator.plan(params)
-        fixed = replace(params, seed=plan.seed)
-        new = Job(
-            model=plan.entry.name,
-            response_format=params.response_format,
-            seed=plan.seed,
-            seeds=plan.seeds,
-            params=fixed.to_record(),
-            mode=plan.request.mode,
-            output_count=len(plan.requests),
-            progress_total=plan.sampling.steps,
-            idempotency_key=idempotency_key,
-            owner=owner,
-        )
-        job = self.jobs.create(new)
-        if idempotency_key is not None and job.id != new.id:
-            # A retry of a random-seed request cannot know the seed its first try drew.
-            sent = fixed if params.seed not in (None, -1) else replace(params, seed=job.seed)
-            if sent.to_record() != job.params:
-                raise IdempotencyKeyReusedError(idempotency_key, job.id)
-        return job
+        """Queue a text-to-audio job (``JobRunner.submit``)."""
+        return self.runner.submit(params, idempotency_key, owner)
 
     @staticmethod
     def job_params(job: Job) -> GenerationParams:
-        """What a job runs: its parameters record, or an older release's request body."""
-        return GenerationParams.from_record(job.params or job.request)
-
-    def run_job(
-        self,
-        job: Job,
-        progress: Callable[[int, int], None],
-        is_canceled: Callable[[], bool],
-    ) -> JobOutput:
-        """The worker's entry point: the same pipeline as the sync APIs."""
-        if job.mode in AUDIO_IN_MODES:
-            return run_audio_job(self, job, progress, is_canceled)
-        if is_canceled():
-            raise JobCanceled("canceled before it started")
-        result = self.generator.generate(self.job_params(job), progress)
-        if is_canceled():
-            # A coalesced batch is shared with other requests, so a cancel takes effect when
-            # the batch ends; the audio is discarded.
-            raise JobCanceled("canceled while running")
-        return JobOutput(
-            data=result.body(),
-            format=ZIP_EXTENSION if result.count > 1 else result.encoded.format.name,
-            seed=result.seed,
-            sample_rate=result.encoded.sample_rate,
-            duration=result.encoded.duration,
-            output_count=result.count,
-        )
-
-    # ---------------------------------------------------------------------- health
-    def health(self) -> dict[str, Any]:
-        """The stable-audio-api server's fields first, then ours (rich model records under
-        ``models``, the format registry under ``formats``)."""
-        described = self.registry.describe()
-        default = described["default_model"]
-        loaded = described["loaded_models"]
-        cap = self.settings.max_duration
-        models = [self._model_record(m) for m in described["available_models"]]
-        limits: dict[str, float] = {}
-        for m in models:
-            limit = round(min(m["max_seconds"] or cap, cap), 3)
-            for name in (m["name"], *m["aliases"]):
-                limits.setdefault(name, limit)
-        return {
-            "status": "ok" if self.ready else "loading",
-            "model": default,
-            "device": self.device,
-            "loaded": default in loaded,
-            "storage_backend": self.storage_backend,
-            "available_models": [m["name"] for m in models],
-            "loaded_models": loaded,
-            "preload_models": described["preloaded_models"],
-            "model_duration_limits_seconds": limits,
-            "max_duration_seconds": cap,
-            "max_steps": self.settings.max_steps,
-            "max_batch_size": self.settings.max_outputs,
-            # Ours.
-            "default_model": default,
-            "preloaded_models": described["preloaded_models"],
-            "models": models,
-            "formats": [
-                {
-                    "name": f.name,
-                    "media_type": f.media_type,
-                    "extension": f.extension,
-                    "description": f.description,
-                    "sample_rate": f.sample_rate,
-                    "lossy": f.lossy,
-                }
-                for f in FORMATS.values()
-            ],
-            "limits": {
-                "max_duration": cap,
-                "max_steps": self.settings.max_steps,
-                "max_outputs": self.settings.max_outputs,
-                "models": {m["name"]: {"max_seconds": m["max_seconds"]} for m in models},
-            },
-            "coalescing": {"max_batch_size": self.settings.max_batch_size},
-            "jobs": {"queued": self.jobs.count_queued(), "store": self.settings.job_store},
-            "storage": self.storage_backend,
-            "auth": self.settings.auth_enabled,
-        }
+        return JobRunner.job_params(job)
 
     def _default_device(self) -> str:
         with suppress(ModelNotFoundError):
@@ -226,12 +111,3 @@ class Runtime:
     @property
     def storage_backend(self) -> str:
         return "s3" if self.settings.storage_bucket else "local"
-
-    def _model_record(self, described: dict[str, Any]) -> dict[str, Any]:
-        """A model's store description plus what its config says it can do."""
-        record = dict(described)
-        try:
-            info = model_info(self.registry.resolve(described["name"]))
-        except StableAudioError:  # a broken entry still shows, without capabilities
-            return record
-        return {**record, **info.describe(), "max_seconds": round(info.max_seconds, 3)}

@@ -20,9 +20,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import limits
+from .engine.request import Scalar
 from .formats import FormatName
 
-Scalar = float | int | bool | str
 Seed = Annotated[
     int,
     Field(ge=-1, le=limits.SEED_MAX, description="Random seed; -1 or omitted picks one at random."),

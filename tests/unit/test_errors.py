@@ -14,6 +14,7 @@ from stable_audio_bento.errors import (
     IdempotencyKeyReusedError,
     ImportSourceError,
     InvalidRequestError,
+    JobCanceledError,
     JobNotFoundError,
     JobStoreUnavailableError,
     ModelLoadError,
@@ -25,8 +26,6 @@ from stable_audio_bento.errors import (
     UploadTooLargeError,
 )
 from stable_audio_bento.http import map_error
-from stable_audio_bento.jobs.runner import JobCanceledError
-from stable_audio_bento.runtime import JobCanceled
 from stable_audio_bento.schemas import ErrorResponse
 
 # error -> (status, type, param)
@@ -64,7 +63,6 @@ CASES: list[tuple[StableAudioError, int, str, str | None]] = [
     (RequestAbandonedError("The client went away"), 499, "BadRequestError", None),
     (StorageError("upload failed"), 502, "InternalServerError", None),
     (ImportSourceError("no such repo"), 500, "InternalServerError", None),
-    (JobCanceled("canceled while running"), 500, "InternalServerError", None),
     (JobCanceledError("canceled while running"), 500, "InternalServerError", None),
     (StableAudioError("something else"), 500, "InternalServerError", None),
 ]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidRequestError, ModelLoadError
-from .contract import (
+from .request import (
     AUDIO_TO_AUDIO,
     CONTINUATION,
     INPAINTING,

@@ -28,14 +28,13 @@ from .. import limits
 from ..engine import AUDIO_TO_AUDIO, CONTINUATION, INPAINTING
 from ..errors import InvalidRequestError
 from ..formats import FormatName
-from ..jobs.runner import submit_audio_job
 from ..pipeline.audio_to_audio import DEFAULT_NOISE_LEVEL, AudioInParams
 from ..pipeline.source_audio import check_size
 from ..schemas import STABLE_API, GenerationParams, Seed
 from .deps import CallerDep, PublicBaseDep, RuntimeDep
 from .errors import OPENAPI_ERRORS
 from .generate import AUDIO_CONTENT, audio_response
-from .jobs import job_view
+from .views import job_view
 
 router = APIRouter(tags=["audio in"])
 
@@ -242,7 +241,7 @@ def _sync_route(name: str, mode: str) -> None:
         )
         spec = fields.to_spec(mode)
         queued = await run_in_threadpool(
-            submit_audio_job, runtime, spec, data, filename, idempotency_key, caller.owner
+            runtime.runner.submit_audio, spec, data, filename, idempotency_key, caller.owner
         )
         view = job_view(queued, runtime, base)
         return JSONResponse(view, status_code=202, headers={"Location": view["status_url"]})

@@ -7,10 +7,11 @@ from typing import Any
 from fastapi import APIRouter
 
 from .deps import RuntimeDep
+from .views import health_view
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/health", summary="Models, limits and queue")
 def health(runtime: RuntimeDep) -> dict[str, Any]:
-    return runtime.health()
+    return health_view(runtime)

@@ -7,7 +7,6 @@ A job record has the stable-audio-api server's fields (``mode``, ``duration``, `
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
@@ -15,67 +14,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from ..archive import media_type_of
-from ..errors import StableAudioError, StorageError
-from ..jobs.records import Job
-from ..jobs.runner import source_view
+from ..errors import StorageError
 from ..jobs.storage import LocalStorage
-from ..runtime import Runtime
-from ..schemas import GenerationsRequest, stable_api_body
+from ..schemas import GenerationsRequest
 from .deps import CallerDep, PublicBaseDep, RuntimeDep
 from .errors import error_response
 from .fields import ignored_fields_headers
+from .views import compact_view, job_view
 
 router = APIRouter(tags=["jobs"])
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
-
-
-def job_view(job: Job, runtime: Runtime, base_url: str) -> dict[str, Any]:
-    """The public job record."""
-    base = base_url.rstrip("/")
-    try:
-        params = runtime.job_params(job)
-        request: dict[str, Any] = stable_api_body(params)
-        requested: float | None = params.seconds_total
-    except (StableAudioError, KeyError, TypeError, ValueError):
-        request, requested = dict(job.request), None  # a record this release cannot read
-    ready = job.status == "succeeded" and job.result_key is not None
-    key = job.result_key if ready else None
-    return {
-        "id": job.id,
-        "status": job.status,
-        "mode": job.mode,
-        "model": job.model,
-        "duration": job.duration if job.duration is not None else requested,
-        "steps": job.progress_total,
-        "output_count": job.output_count,
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "completed_at": _iso(job.finished_at),
-        "download_url": runtime.storage.url(key, base) if key else None,
-        "download_content_type": media_type_of(key.rsplit(".", 1)[-1]) if key else None,
-        "error": job.error,
-        "storage_backend": runtime.storage_backend,
-        "storage_key": key,
-        "sample_rate": job.sample_rate,
-        # Ours.
-        "status_url": f"{base}/jobs/{job.id}",
-        "audio_url": f"{base}/jobs/{job.id}/audio",
-        "response_format": job.response_format,
-        "seed": job.seed,
-        "seeds": job.seeds or ([job.seed] if job.seed is not None else []),
-        "progress": {"step": job.progress_step, "total": job.progress_total},
-        "finished_at": _iso(job.finished_at),
-        "attempts": job.attempts,
-        "worker": job.worker,
-        "cancel_requested": job.cancel_requested,
-        "request": request,
-        "params": job.params or None,
-        "source": source_view(job),
-        "audio_in": job.audio_in or None,
-    }
 
 
 @router.post("/jobs", status_code=202, summary="Queue a generation job")
@@ -142,23 +89,3 @@ def cancel_job(
     job_id: str, runtime: RuntimeDep, base: PublicBaseDep, caller: CallerDep
 ) -> dict[str, Any]:
     return job_view(runtime.jobs.request_cancel(job_id, caller.visible_owner), runtime, base)
-
-
-# In a listing, prompts are cut to this many characters (the job's own record has them whole):
-# 500 jobs with long prompts would otherwise be megabytes.
-LISTED_TEXT_CHARS = 200
-
-
-def compact_view(view: dict[str, Any]) -> dict[str, Any]:
-    """``view`` for a listing: long strings of its request and params shortened."""
-    cut = False
-    for part in ("request", "params"):
-        fields = view.get(part)
-        if not isinstance(fields, dict):
-            continue
-        for name, value in list(fields.items()):
-            if isinstance(value, str) and len(value) > LISTED_TEXT_CHARS:
-                fields[name] = value[:LISTED_TEXT_CHARS] + "..."
-                cut = True
-    view["truncated"] = cut
-    return view

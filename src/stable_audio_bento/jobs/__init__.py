@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .factory import job_store_from_settings
 from .records import FINISHED, Job, JobOutput, JobStatus, new_job_id
 from .sqlite_store import SQLiteJobStore
-from .store import JobStore, job_store_from_settings
+from .store import JobStore
 from .worker import JobWorker, RunJob
 
 if TYPE_CHECKING:

@@ -13,13 +13,9 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from ..errors import JobNotFoundError, QueueFullError
 from .records import FINISHED, Job
-
-if TYPE_CHECKING:
-    from ..settings import Settings
 
 # A state change: (current job, store clock now) -> the new job, or None for "leave it".
 Change = Callable[[Job, float], Job | None]
@@ -277,20 +273,3 @@ def _finish(job: Job, now: float, status: str, **fields: object) -> Job:
     assert status in FINISHED
     update = {"status": status, "finished_at": now, "lease_owner": None, "lease_expires_at": None}
     return job.model_copy(update={**update, **fields})
-
-
-def job_store_from_settings(settings: Settings) -> JobStore:
-    """SQLite at ``job_db_path`` (one host) or Redis at ``redis_url`` (shared by replicas)."""
-    limits = {
-        "max_queued": settings.job_queue_size,
-        "max_attempts": settings.job_max_attempts,
-        "retry_after": settings.job_retry_after,
-    }
-    if settings.job_store == "redis":
-        from .redis_store import RedisJobStore
-
-        return RedisJobStore(settings.redis_url, settings.redis_prefix, **limits)
-    from .sqlite_store import SQLiteJobStore
-
-    assert settings.job_db_path is not None  # filled in by Settings' validator
-    return SQLiteJobStore(settings.job_db_path, **limits)
