@@ -6,6 +6,16 @@ from __future__ import annotations
 
 SEED_MAX = 2**32 - 1
 
+# Prompts and negative prompts, characters: the default of ``Settings.max_prompt_chars``.
+PROMPT_MAX_CHARS = 2000
+# The Idempotency-Key header of the job routes, characters.
+IDEMPOTENCY_KEY_MAX_CHARS = 200
+
+# The classifier-free guidance scale any model takes, whichever API sends it: the vLLM-Omni
+# route's schema allows guidance_scale up to GUIDANCE_SCALE_MAX, and a value past this one is
+# a 400 from the model's checks; stable-audio-api's cfg_scale stops at CFG_SCALE_MAX.
+MODEL_CFG_SCALE_MAX = 100.0
+
 # vLLM-Omni's Audio Generate API.
 SPEED_MIN, SPEED_MAX = 0.25, 4.0
 GUIDANCE_SCALE_MAX = 1000.0
@@ -13,7 +23,7 @@ INFERENCE_STEPS_MAX = 1000
 
 # stable-audio-api.
 STABLE_API_DEFAULT_DURATION = 7.0
-CFG_SCALE_MAX = 20.0
+CFG_SCALE_MAX = 20.0  # its documented range (0-20)
 APG_SCALE_MAX = 10.0
 DURATION_PADDING_MAX = 30.0
 # Padding a model that honours it gets when the request names none (the peer's default).

@@ -15,6 +15,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from . import limits
+
 CommaList = Annotated[list[str], NoDecode]
 
 
@@ -183,7 +185,7 @@ class Settings(BaseSettings):
         "Multipart uploads are bounded by max_upload_mb (plus 1 MiB of form fields).",
     )
     max_prompt_chars: int = Field(
-        default=2000,
+        default=limits.PROMPT_MAX_CHARS,
         ge=1,
         description="Longest prompt or negative prompt, characters (422 past it). The text "
         "encoders read a few hundred tokens at most (open-1.0's T5: 128) and drop the rest.",

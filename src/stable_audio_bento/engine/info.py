@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidRequestError, ModelLoadError
+from ..limits import MODEL_CFG_SCALE_MAX
 from .request import (
     AUDIO_TO_AUDIO,
     CONTINUATION,
@@ -44,7 +45,6 @@ OBJECTIVE_DEFAULTS: dict[str, dict[str, Any]] = {
 SIGMA_MIN, SIGMA_MAX = 0.3, 500.0
 # The sampler settings a v-objective model takes from ``sampler_kwargs``: its noise schedule.
 V_SAMPLER_KWARGS = {"sigma_min": (1e-4, 1e4), "sigma_max": (1e-4, 1e4)}
-MAX_CFG_SCALE = 100.0
 
 
 @dataclass(frozen=True)
@@ -138,10 +138,10 @@ class ModelInfo:
                 f"{field} must be between 1 and {max_steps}, got {steps}", field=field
             )
         cfg = self.default_cfg_scale if cfg_scale is None else float(cfg_scale)
-        if not 0 <= cfg <= MAX_CFG_SCALE:
+        if not 0 <= cfg <= MODEL_CFG_SCALE_MAX:
             field = names.get("cfg_scale", "cfg_scale")
             raise InvalidRequestError(
-                f"{field} must be between 0 and {MAX_CFG_SCALE:g}, got {cfg:g}", field=field
+                f"{field} must be between 0 and {MODEL_CFG_SCALE_MAX:g}, got {cfg:g}", field=field
             )
         sampler = sampler or self.default_sampler
         if sampler not in self.samplers:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -31,7 +31,7 @@ from ..formats import FormatName
 from ..pipeline.audio_to_audio import DEFAULT_NOISE_LEVEL, AudioInParams
 from ..pipeline.source_audio import check_size
 from ..schemas import STABLE_API, GenerationParams, Seed
-from .deps import CallerDep, PublicBaseDep, RuntimeDep
+from .deps import CallerDep, IdempotencyKeyHeader, PublicBaseDep, RuntimeDep
 from .errors import OPENAPI_ERRORS
 from .generate import AUDIO_CONTENT, audio_response
 from .views import job_view
@@ -137,7 +137,7 @@ def _as_list(value: Seconds) -> list[float]:
 
 
 async def read_request(
-    request: Request, max_mb: float, max_prompt_chars: int = 2000
+    request: Request, max_mb: float, max_prompt_chars: int = limits.PROMPT_MAX_CHARS
 ) -> tuple[AudioInFields, bytes, str | None]:
     """The fields and the file of a multipart form or a JSON body (base64 ``audio``)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -234,7 +234,7 @@ def _sync_route(name: str, mode: str) -> None:
         runtime: RuntimeDep,
         base: PublicBaseDep,
         caller: CallerDep,
-        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+        idempotency_key: IdempotencyKeyHeader = None,
     ) -> JSONResponse:
         fields, data, filename = await read_request(
             request, runtime.settings.max_upload_mb, runtime.settings.max_prompt_chars

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
+from ..limits import IDEMPOTENCY_KEY_MAX_CHARS
 from ..runtime import Runtime
 from .middleware.auth import Caller, caller_of
 
@@ -33,3 +34,7 @@ def get_caller(request: Request) -> Caller:
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+# The job routes' Idempotency-Key header (a retry with the same key returns the same job).
+IdempotencyKeyHeader = Annotated[str | None, Header(max_length=IDEMPOTENCY_KEY_MAX_CHARS)]

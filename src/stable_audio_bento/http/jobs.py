@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
@@ -17,7 +17,7 @@ from ..archive import media_type_of
 from ..errors import StorageError
 from ..jobs.storage import LocalStorage
 from ..schemas import GenerationsRequest
-from .deps import CallerDep, PublicBaseDep, RuntimeDep
+from .deps import CallerDep, IdempotencyKeyHeader, PublicBaseDep, RuntimeDep
 from .errors import error_response
 from .fields import ignored_fields_headers
 from .views import compact_view, job_view
@@ -31,7 +31,7 @@ def create_job(
     runtime: RuntimeDep,
     base: PublicBaseDep,
     caller: CallerDep,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     headers = ignored_fields_headers(body, runtime.settings, "/jobs")
     job = runtime.submit_job(body.to_params(), idempotency_key, owner=caller.owner)

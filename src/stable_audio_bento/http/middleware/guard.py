@@ -28,6 +28,7 @@ import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from ...limits import PROMPT_MAX_CHARS
 from ...pipeline.cancellation import CancelToken, current_token
 
 Scope = MutableMapping[str, Any]
@@ -176,7 +177,7 @@ class RequestGuard:
         app: ASGIApp,
         max_body_bytes: int = 64 * 1024,
         max_upload_bytes: int = 51 * 1024 * 1024,
-        max_prompt_chars: int = 2000,
+        max_prompt_chars: int = PROMPT_MAX_CHARS,
         cancel_paths: frozenset[str] = SYNC_GENERATION_PATHS,
         upload_json_paths: frozenset[str] = frozenset(),
     ) -> None:
