@@ -174,7 +174,7 @@ def run_open_small(
     profile_dir: Path | None,
 ) -> list[dict[str, Any]]:
     """open-small in each mode and stock float32, one row per mode (stock's own row first)."""
-    from stable_audio_bento.engine import CpuOptions, EngineRequest, SamplingParams
+    from stable_audio_bento.engine import CpuOptions, EngineRequest, LoadOptions, SamplingParams
     from stable_audio_bento.engine.precision import snr_db
     from stable_audio_bento.engine.sao.engine import StableAudioEngine
 
@@ -199,8 +199,7 @@ def run_open_small(
                     entry,
                     "open-small",
                     {},
-                    device="cpu",
-                    cpu=CpuOptions("off" if mode == "float32" else mode),
+                    LoadOptions(device="cpu", cpu=CpuOptions("off" if mode == "float32" else mode)),
                 )
             load_seconds = time.perf_counter() - began
             request = EngineRequest(prompt=PROMPT, seed=1, seconds_total=engine.info.window_seconds)

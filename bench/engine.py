@@ -210,9 +210,11 @@ def threads(engine: Any, sizes: Sequence[int], repeats: int) -> list[dict[str, A
 
 
 def run(entry: Any, quick: bool) -> dict[str, Any]:
-    from stable_audio_bento.engine import StableAudioEngine
+    from stable_audio_bento.engine import LoadOptions, StableAudioEngine
 
-    engine = StableAudioEngine.load(entry.path, entry.name, entry.metadata, device="cpu")
+    engine = StableAudioEngine.load(
+        entry.path, entry.name, entry.metadata, LoadOptions(device="cpu")
+    )
     sampling = engine.sampling()
     engine.generate(requests(1), sampling)  # warm-up: first-call allocations, lazy imports
     stock_generate(engine, requests(1), sampling)

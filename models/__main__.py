@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from models import DEMO_RECIPE, DEMO_SA3_RECIPE
+from models import RECIPES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,20 +27,19 @@ def main(argv: list[str] | None = None) -> int:
     from stable_audio_bento.errors import StableAudioError
 
     try:
-        if args.command == "import" and args.source == "demo-sa3":
-            from stable_audio_bento.engine.sa3.demo import import_demo_sa3
+        if args.command == "import":
+            from stable_audio_bento.engine.families import demo_names
 
-            print(import_demo_sa3(DEMO_SA3_RECIPE, args.name))
-        elif args.command == "import":
-            if args.source == "demo":
-                # The demo never touches the hub: set up the offline cache before any import.
+            recipe_dir = None
+            if args.source in demo_names():
+                # A demo never touches the hub: set up the offline cache before any import.
                 from stable_audio_bento.store.hub_cache import prepare_offline_hub
 
                 prepare_offline_hub()
+                recipe_dir = RECIPES / args.source
             from stable_audio_bento.engine.importer import import_source
 
-            tag = import_source(args.source, args.name, recipe_dir=DEMO_RECIPE)
-            print(tag)
+            print(import_source(args.source, args.name, recipe_dir=recipe_dir))
         else:
             from stable_audio_bento.store.catalog import list_entries
 

@@ -71,7 +71,7 @@ class Components:
         from diffusers import StableAudio3DiTModel, StableAudio3DurationEmbedder
         from transformers import AutoTokenizer, T5GemmaEncoderModel
 
-        from stable_audio_bento.engine.sa3.engine import same as sa3_same
+        from stable_audio_bento.engine.sa3 import same as sa3_same
 
         local = {"local_files_only": True}
         self.transformer = StableAudio3DiTModel.from_pretrained(str(entry / "transformer"), **local)
@@ -86,14 +86,14 @@ class Components:
         self.chunked = bool(sa3_same.same_extras(entry / "vae"))
 
     def decode(self, latents: Any) -> Any:
-        from stable_audio_bento.engine.sa3.engine import same as sa3_same
+        from stable_audio_bento.engine.sa3 import same as sa3_same
 
         return (
             sa3_same.decode(self.vae, latents) if self.chunked else self.vae.decode(latents).sample
         )
 
     def encode(self, audio: Any) -> Any:
-        from stable_audio_bento.engine.sa3.engine import same as sa3_same
+        from stable_audio_bento.engine.sa3 import same as sa3_same
 
         return sa3_same.encode(self.vae, audio) if self.chunked else self.vae.encode(audio).latents
 

@@ -22,6 +22,7 @@ import pytest
 from stable_audio_bento.audio import FloatAudio
 from stable_audio_bento.engine import (
     EngineRequest,
+    LoadOptions,
     ProgressCallback,
     SamplingParams,
     StableAudioEngine,
@@ -58,7 +59,7 @@ def results(futures: Sequence[Future[BatchedAudio]]) -> list[BatchedAudio]:
 @pytest.fixture(scope="module")
 def engine(demo_tag: str) -> StableAudioEngine:
     entry = ModelCatalog.from_store().resolve(demo_tag)
-    return StableAudioEngine.load(entry.path, entry.name, entry.metadata, device="cpu")
+    return StableAudioEngine.load(entry.path, entry.name, entry.metadata, LoadOptions(device="cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def rf_engine(demo_tag: str, tmp_path_factory: pytest.TempPathFactory) -> Stable
     config = json.loads((files / "model_config.json").read_text())
     config["model"]["diffusion"]["diffusion_objective"] = "rf_denoiser"
     (files / "model_config.json").write_text(json.dumps(config))
-    return StableAudioEngine.load(files, "demo-rf", {}, device="cpu")
+    return StableAudioEngine.load(files, "demo-rf", {}, LoadOptions(device="cpu"))
 
 
 @pytest.fixture

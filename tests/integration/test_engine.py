@@ -26,7 +26,7 @@ from stable_audio_bento.engine import (
     SamplingParams,
     StableAudioEngine,
 )
-from stable_audio_bento.engine.importer import build_metadata
+from stable_audio_bento.engine.sao.importer import build_metadata
 from stable_audio_bento.errors import InvalidRequestError
 from stable_audio_bento.pipeline.generation import AudioGenerator
 from stable_audio_bento.pipeline.registry import ModelRegistry

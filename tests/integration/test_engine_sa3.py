@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from stable_audio_bento.audio import FloatAudio
-from stable_audio_bento.engine import AudioEngine, EngineRequest, model_info
+from stable_audio_bento.engine import AudioEngine, EngineRequest, LoadOptions, model_info
 from stable_audio_bento.engine.sa3.decode import decode as linear_decode
 from stable_audio_bento.engine.sa3.engine import SA3Engine, read_info
 from stable_audio_bento.errors import GenerationError, InvalidRequestError, ModelLoadError
@@ -270,7 +270,7 @@ def test_half_precision_that_overflows_falls_back(
     path = _overflowing_copy(entry, tmp_path / "overflow")
     with caplog.at_level(logging.WARNING):
         engine = SA3Engine.load(
-            path, "overflow", dict(entry.metadata), device="cpu", dtype="float16"
+            path, "overflow", dict(entry.metadata), LoadOptions(device="cpu", dtype="float16")
         )
     assert engine.dtype_name == "bfloat16"
     assert "non-finite audio in float16" in caplog.text
@@ -284,11 +284,11 @@ def test_a_model_without_weights_is_a_load_error(entry: ModelEntry, tmp_path: Pa
     shutil.copytree(entry.path, copy)
     (copy / "transformer" / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(ModelLoadError, match="broken"):
-        SA3Engine.load(copy, "broken", dict(entry.metadata), device="cpu")
+        SA3Engine.load(copy, "broken", dict(entry.metadata), LoadOptions(device="cpu"))
 
 
 def test_unload_frees_the_weights(entry: ModelEntry) -> None:
-    engine = SA3Engine.load(entry.path, entry.name, dict(entry.metadata), device="cpu")
+    engine = SA3Engine.load(entry.path, entry.name, dict(entry.metadata), LoadOptions(device="cpu"))
     run(engine, [BASE], steps=1)
     engine.unload()
     assert engine.nbytes() == 0
@@ -310,7 +310,7 @@ def test_reference_schedule_settings_from_the_metadata(entry: ModelEntry) -> Non
         "use_effective_length_for_schedule": True,
         "dit_norm_eps": 1e-5,
     }
-    engine = SA3Engine.load(entry.path, entry.name, metadata, device="cpu")
+    engine = SA3Engine.load(entry.path, entry.name, metadata, LoadOptions(device="cpu"))
     block = engine.parts.transformer.transformer_blocks[0]  # type: ignore[union-attr]
     assert (block.pre_norm.eps, block.cross_attend_norm.eps, block.ff_norm.eps) == (1e-5,) * 3
     assert block.self_attn.q_norm.eps == 1e-6  # the q/k norms already agree
@@ -321,7 +321,7 @@ def test_reference_schedule_settings_from_the_metadata(entry: ModelEntry) -> Non
     sigmas = engine.schedule(request, frames + 20, 4)
     expected = [1.0] + [1 / (1 + math.exp(2 - t * (2 - start))) for t in (0.75, 0.5, 0.25)]
     assert sigmas[:4] == pytest.approx(expected, rel=1e-6) and sigmas[4] == 0.0
-    plain = SA3Engine.load(entry.path, entry.name, dict(entry.metadata), device="cpu")
+    plain = SA3Engine.load(entry.path, entry.name, dict(entry.metadata), LoadOptions(device="cpu"))
     assert plain.schedule(request, frames, 4) != sigmas
 
     # Two lengths in one latent length (1 s padded by 0.5 s, 1.5 s): two schedules, each item
@@ -339,7 +339,7 @@ def test_reference_schedule_settings_from_the_metadata(entry: ModelEntry) -> Non
 def test_an_unknown_schedule_shift_is_a_load_error(entry: ModelEntry) -> None:
     metadata = {**entry.metadata, "sampling_distribution_shift": {"type": "flux"}}
     with pytest.raises(ModelLoadError, match="flux"):
-        SA3Engine.load(entry.path, entry.name, metadata, device="cpu")
+        SA3Engine.load(entry.path, entry.name, metadata, LoadOptions(device="cpu"))
 
 
 def test_adaptive_projected_guidance(engine: SA3Engine) -> None:
@@ -380,8 +380,8 @@ def test_apg_is_refused_on_a_model_without_it(engine: SA3Engine) -> None:
 
 def test_two_demo_builds_are_byte_identical(tmp_path: Path) -> None:
     from models import DEMO_SA3_RECIPE
-    from stable_audio_bento.engine.importer import content_hash
     from stable_audio_bento.engine.sa3.demo import build_demo_sa3
+    from stable_audio_bento.store.entries import content_hash
 
     first, second = tmp_path / "a", tmp_path / "b"
     build_demo_sa3(DEMO_SA3_RECIPE, first)

@@ -22,10 +22,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from models import DEMO_RECIPE
-from stable_audio_bento.engine.importer import content_hash, import_source
+from stable_audio_bento.engine.importer import import_source
 from stable_audio_bento.engine.sao.demo import build_demo
 from stable_audio_bento.errors import ImportSourceError
 from stable_audio_bento.store.catalog import ModelEntry, list_entries
+from stable_audio_bento.store.entries import content_hash
 from tests.servers import REPO_ROOT
 
 pytestmark = pytest.mark.integration

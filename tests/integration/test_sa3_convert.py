@@ -507,8 +507,8 @@ def test_full_small_and_medium_shapes_have_the_published_sizes() -> None:
 def test_same_s_converts_with_its_chunked_attention_recorded(tmp_path: Path) -> None:
     from diffusers import AutoencoderSAME
 
+    from stable_audio_bento.engine.sa3 import same as sa3_same
     from stable_audio_bento.engine.sa3.convert import diffusers_facts
-    from stable_audio_bento.engine.sa3.engine import same as sa3_same
 
     hub = make_hub_dir(tmp_path / "hub", manifest=SMALL)
     out = tmp_path / "entry"
@@ -555,16 +555,18 @@ def test_a_same_s_entry_serves_through_the_engine(tmp_path: Path) -> None:
     import numpy as np
 
     from stable_audio_bento.audio import peak_normalize
-    from stable_audio_bento.engine.contract import EngineRequest
+    from stable_audio_bento.engine.contract import EngineRequest, LoadOptions
+    from stable_audio_bento.engine.sa3 import same as sa3_same
     from stable_audio_bento.engine.sa3.engine import SA3Engine
-    from stable_audio_bento.engine.sa3.engine import same as sa3_same
     from stable_audio_bento.engine.sa3.importer import sa3_metadata
 
     hub = make_hub_dir(tmp_path / "hub", manifest=SMALL)
     entry = tmp_path / "entry"
     facts = convert_hub_dir(hub, entry)
     meta = sa3_metadata("small-tiny", entry, facts, source=str(hub), revision=None, aliases=[])
-    engine = SA3Engine.load(entry, "small-tiny", meta, device="cpu", half=False, check=False)
+    engine = SA3Engine.load(
+        entry, "small-tiny", meta, LoadOptions(device="cpu", half=False, check=False)
+    )
     parts = engine.parts
     assert parts is not None and sa3_same.uses_chunks(parts.vae)
     assert engine.text_tokens == facts.prompt_max_length == meta["prompt_max_length"]
@@ -588,7 +590,7 @@ def test_a_same_s_entry_serves_through_the_engine(tmp_path: Path) -> None:
     (varied,) = engine.generate([variation], sampling)
     assert varied.shape == audio.shape and np.isfinite(varied).all()
     # Half precision reaches SAME-S too (bfloat16 keeps float32's range: the check passes).
-    half = SA3Engine.load(entry, "small-tiny", meta, device="cpu", dtype="bfloat16")
+    half = SA3Engine.load(entry, "small-tiny", meta, LoadOptions(device="cpu", dtype="bfloat16"))
     assert half.dtype_name == "bfloat16" and half.parts is not None
     assert next(half.parts.vae.parameters()).dtype == torch.bfloat16
     (low,) = half.generate([request], sampling)

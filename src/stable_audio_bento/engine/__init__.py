@@ -8,12 +8,11 @@ predate the key) or ``diffusers-sa3`` (Stable Audio 3 through diffusers).
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING
 
-from ..errors import ModelLoadError
+from . import families
 from .contract import (
     AUDIO_TO_AUDIO,
     CONTINUATION,
@@ -23,6 +22,7 @@ from .contract import (
     AudioEngine,
     EngineRequest,
     EngineStats,
+    LoadOptions,
     ProgressCallback,
     SamplingParams,
     Scalar,
@@ -65,6 +65,7 @@ __all__ = [
     "EngineRequest",
     "EngineStats",
     "ItemNoise",
+    "LoadOptions",
     "ModelInfo",
     "ProgressCallback",
     "SamplingParams",
@@ -73,47 +74,16 @@ __all__ = [
     "dtype_candidates",
     "initial_noise",
     "load_engine",
+    "load_options",
     "model_info",
     "pick_device",
 ]
 
 
-class Backend(Protocol):
-    """What each backend module offers: read a model's description, load it."""
-
-    def read_info(self, path: Path, name: str, metadata: dict[str, Any]) -> ModelInfo: ...
-
-    def load(
-        self,
-        path: Path,
-        name: str,
-        metadata: dict[str, Any],
-        *,
-        device: str,
-        half: bool,
-        dtype: str,
-        compile: bool,
-        threads: int,
-        cpu: CpuOptions | None = None,
-    ) -> AudioEngine: ...
-
-
-# Backend name -> module (imported on first use: each pulls in its own heavy libraries).
-BACKENDS = {SAT_BACKEND: ".sao.engine", SA3_BACKEND: ".sa3.engine"}
-
-
-def backend_of(metadata: dict[str, Any]) -> Backend:
-    name = str(metadata.get("backend", SAT_BACKEND))
-    module = BACKENDS.get(name)
-    if module is None:
-        raise ModelLoadError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
-    return cast(Backend, importlib.import_module(module, __name__))
-
-
 @functools.lru_cache(maxsize=64)
 def _cached_info(path: Path, name: str, metadata_json: str) -> ModelInfo:
     metadata = json.loads(metadata_json)
-    return backend_of(metadata).read_info(path, name, metadata)
+    return families.by_backend(metadata).engine.read_info(path, name, metadata)
 
 
 def model_info(entry: ModelEntry) -> ModelInfo:
@@ -121,19 +91,20 @@ def model_info(entry: ModelEntry) -> ModelInfo:
     return _cached_info(entry.path, entry.name, json.dumps(entry.metadata, sort_keys=True))
 
 
-def load_engine(entry: ModelEntry, settings: Settings) -> AudioEngine:
-    """Load a store entry with the backend its metadata names."""
-    cpu = CpuOptions(settings.cpu_fast, settings.precision_min_snr_db)
-    # Only a fast path is passed on: a backend without one loads as before.
-    extra = {"cpu": cpu} if cpu.mode != "off" else {}
-    return backend_of(entry.metadata).load(
-        entry.path,
-        entry.name,
-        entry.metadata,
+def load_options(settings: Settings) -> LoadOptions:
+    """The load options a server's settings name."""
+    return LoadOptions(
         device=settings.device,
         half=settings.model_half,
         dtype=settings.dtype,
         compile=settings.compile,
         threads=settings.torch_threads,
-        **extra,
+        cpu=CpuOptions(settings.cpu_fast, settings.precision_min_snr_db),
+    )
+
+
+def load_engine(entry: ModelEntry, settings: Settings) -> AudioEngine:
+    """Load a store entry with the family its metadata names."""
+    return families.by_backend(entry.metadata).engine.load(
+        entry.path, entry.name, entry.metadata, load_options(settings)
     )

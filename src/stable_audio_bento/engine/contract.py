@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from ..audio import FloatAudio
 from .info import ModelInfo
+from .precision import CpuOptions
 from .request import (
     AUDIO_TO_AUDIO,
     CONTINUATION,
@@ -34,11 +35,32 @@ __all__ = [
     "AudioEngine",
     "EngineRequest",
     "EngineStats",
+    "LoadOptions",
     "ModelInfo",
     "ProgressCallback",
     "SamplingParams",
     "Scalar",
 ]
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a family loads a store entry (every family takes the same options).
+
+    ``device``: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``. ``dtype`` ``auto`` takes the
+    entry's ``dtype`` metadata if it has one, else half precision on CUDA when ``half``. With
+    ``check``, a short generation proves a reduced precision gives finite audio, else the next
+    one is tried. ``compile`` compiles the diffusion transformer (warmed up by that check).
+    ``threads`` > 0 sets torch's intra-op thread count. ``cpu``: the CPU fast path.
+    """
+
+    device: str = "auto"
+    half: bool = True
+    dtype: str = "auto"
+    compile: bool = False
+    check: bool = True
+    threads: int = 0
+    cpu: CpuOptions = field(default_factory=CpuOptions)
 
 
 @dataclass

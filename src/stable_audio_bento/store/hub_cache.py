@@ -32,7 +32,7 @@ def prepare_offline_hub() -> Path:
             if "huggingface_hub" in sys.modules:
                 raise ModelLoadError(
                     "huggingface_hub was imported before the offline model cache was set up; "
-                    "call stable_audio_bento.hub_cache.prepare_offline_hub() first"
+                    "call stable_audio_bento.store.hub_cache.prepare_offline_hub() first"
                 )
             cache = tempfile.mkdtemp(prefix="stable-audio-bento-hf-")
             # Only links live there; child processes inherit it and end before their parent.

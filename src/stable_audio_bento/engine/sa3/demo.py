@@ -133,7 +133,7 @@ def build_demo_sa3(recipe_dir: Path, out_dir: Path) -> dict[str, Any]:
 
 def store_metadata(name: str, files: Path, source: str, aliases: list[str]) -> dict[str, Any]:
     """The store metadata of an SA3 entry in diffusers' layout (what ``read_info`` reads back)."""
-    from ..importer import content_hash
+    from ...store.entries import content_hash
     from ..info import SA3_BACKEND
     from .engine import read_info
 
@@ -161,7 +161,7 @@ def import_demo_sa3(recipe_dir: Path, name: str | None = None) -> str:
     """Build the SA3 demo and put it into the model store (a no-op when it is already there)."""
     import tempfile
 
-    from ..importer import save_to_store
+    from ...store.entries import save_to_store
 
     with tempfile.TemporaryDirectory() as tmp:
         files = Path(tmp)
@@ -172,3 +172,6 @@ def import_demo_sa3(recipe_dir: Path, name: str | None = None) -> str:
         metadata["max_seconds"] = float(recipe["max_seconds"])
         metadata["description"] = recipe["description"]
         return save_to_store(name, files, metadata)
+
+
+import_demo = import_demo_sa3  # the family's demo, as the registry calls it

@@ -50,6 +50,7 @@ from ..contract import (
     TEXT_TO_AUDIO,
     EngineRequest,
     EngineStats,
+    LoadOptions,
     ProgressCallback,
     SamplingParams,
 )
@@ -280,13 +281,7 @@ class SA3Engine:
         path: Path,
         name: str,
         metadata: dict[str, Any] | None = None,
-        device: str = "auto",
-        half: bool = True,
-        dtype: str = "auto",
-        compile: bool = False,
-        check: bool = True,
-        threads: int = 0,
-        cpu: CpuOptions | None = None,
+        options: LoadOptions | None = None,
     ) -> SA3Engine:
         """Load an entry; half precision is proven by a short generation, as for SAO models
         (float16 -> bfloat16 -> float32 from the stored weights until the audio is finite).
@@ -294,6 +289,9 @@ class SA3Engine:
         fast path, ``CpuOptions``): bfloat16 where the CPU has it natively, or int8 linear
         layers in the DiT, each within ``min_snr_db`` of float32's audio for the check
         request, else float32."""
+        opts = options or LoadOptions()
+        device, half, dtype, cpu = opts.device, opts.half, opts.dtype, opts.cpu
+        compile, check, threads = opts.compile, opts.check, opts.threads
 
         meta = metadata or {}
         info = read_info(path, name, meta)
@@ -717,27 +715,6 @@ def _dpmpp_step(x: Any, denoised: Any, previous: Any, sigmas: Sequence[float], i
     return (following / t) * x + (1 - following) * factor * denoised
 
 
-def load(
-    path: Path,
-    name: str,
-    metadata: dict[str, Any],
-    *,
-    device: str,
-    half: bool,
-    dtype: str,
-    compile: bool,
-    threads: int,
-    cpu: CpuOptions | None = None,
-) -> SA3Engine:
-    """The backend's loader (``engine.load_engine``)."""
-    return SA3Engine.load(
-        path,
-        name,
-        metadata,
-        device=device,
-        half=half,
-        dtype=dtype,
-        compile=compile,
-        threads=threads,
-        cpu=cpu,
-    )
+def load(path: Path, name: str, metadata: dict[str, Any], options: LoadOptions) -> SA3Engine:
+    """The family's loader (``engine.load_engine``)."""
+    return SA3Engine.load(path, name, metadata, options)

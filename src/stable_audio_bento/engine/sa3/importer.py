@@ -12,11 +12,13 @@ import json
 import re
 import shutil
 import tempfile
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 from ...errors import ImportSourceError
-from ..importer import content_hash, save_to_store
+from ...store.entries import content_hash, save_to_store
+from ..info import SA3_BACKEND
 from .convert import (
     TOKENIZER_FILES,
     SA3Facts,
@@ -24,8 +26,8 @@ from .convert import (
     convert_hub_dir,
     copy_diffusers_dir,
 )
+from .layout import is_sa3_config
 
-SA3_BACKEND = "diffusers-sa3"
 SA3_VARIANTS = ("small-sfx", "small-music", "medium")
 # repo id -> aliases (besides the repo id itself): "small-sfx", "stable-audio-3-small-sfx", ...
 SA3_REPOS = {
@@ -114,7 +116,7 @@ def import_sa3_hub(
 ) -> str:
     """Download the rest of an SA3 hub repo (weights, T5Gemma config and tokenizer), convert.
 
-    Call inside ``model_import.import_hub``'s error mapping: hub errors become one clear line.
+    Call inside ``engine.importer.import_hub``'s error mapping: hub errors become one clear line.
     """
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import GatedRepoError
@@ -168,3 +170,36 @@ def _download_text_encoder(repo: str, target: Path, token: str | None) -> None:
         raise ImportSourceError(f"{repo}: the T5Gemma config or the tokenizer files are missing")
     for filename in wanted:
         shutil.copy(hf_hub_download(repo, filename, token=token), target / filename)
+
+
+# The family's importer, as the registry (``engine.families``) calls it.
+REPOS = SA3_REPOS
+
+
+def detects_directory(directory: Path) -> bool:
+    """Stable Audio 3 in diffusers' layout, or in the hub's (its model_config.json says so)."""
+    if is_diffusers_layout(directory):
+        return True
+    try:
+        return is_sa3_config(json.loads((directory / "model_config.json").read_text()))
+    except (OSError, ValueError, AttributeError):
+        return False  # another family's importer names what is wrong
+
+
+def detects_config(config: Mapping[str, Any]) -> bool:
+    return is_sa3_config(config)
+
+
+def import_directory(directory: Path, name: str | None = None) -> str:
+    return import_sa3_directory(directory, name)
+
+
+def import_hub(
+    repo_id: str,
+    revision: str | None,
+    config_path: Path,
+    name: str | None,
+    token: str | None,
+    files: Collection[str],
+) -> str:
+    return import_sa3_hub(repo_id, revision, config_path, name, token)

@@ -89,3 +89,20 @@ def build_demo(recipe_dir: Path, out_dir: Path) -> dict[str, Any]:
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     return recipe
+
+
+def import_demo(recipe_dir: Path, name: str | None = None) -> str:
+    """Build the demo and put it into the model store (a no-op when it is already there)."""
+    import tempfile
+
+    from ...store.entries import save_to_store
+    from .importer import build_metadata
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = Path(tmp)
+        recipe = build_demo(recipe_dir, files)
+        name = name or recipe["name"]
+        metadata = build_metadata(name, files, "demo", None, list(recipe["aliases"]))
+        metadata.update(recipe["sampling"])
+        metadata["description"] = recipe["description"]
+        return save_to_store(name, files, metadata)

@@ -28,7 +28,7 @@ import numpy as np
 from ...audio import FloatAudio, peak_normalize
 from ...errors import GenerationError, ModelLoadError
 from ...store.hub_cache import link_text_encoder, prepare_offline_hub
-from ..contract import EngineRequest, EngineStats, ProgressCallback, SamplingParams
+from ..contract import EngineRequest, EngineStats, LoadOptions, ProgressCallback, SamplingParams
 from ..cpu_fast import compile_in_place, fold_weight_norm, quantize_int8
 from ..info import RF_OBJECTIVES, SIGMA_MAX, SIGMA_MIN, ModelInfo
 from ..noise import ItemNoise, initial_noise
@@ -76,13 +76,7 @@ class StableAudioEngine:
         model_dir: Path,
         name: str,
         metadata: dict[str, Any] | None = None,
-        device: str = "auto",
-        half: bool = True,
-        dtype: str = "auto",
-        compile: bool = False,
-        check: bool = True,
-        threads: int = 0,
-        cpu: CpuOptions | None = None,
+        options: LoadOptions | None = None,
     ) -> StableAudioEngine:
         """Load a store entry: ``model_config.json``, ``model.safetensors``, ``text_encoder/``.
 
@@ -99,6 +93,9 @@ class StableAudioEngine:
         natively, or int8 linear layers in the DiT), which must give finite audio within
         ``min_snr_db`` of float32's for the check request, else float32 is used.
         """
+        opts = options or LoadOptions()
+        device, half, dtype, cpu = opts.device, opts.half, opts.dtype, opts.cpu
+        compile, check, threads = opts.compile, opts.check, opts.threads
         cache = prepare_offline_hub()
         import torch
         from stable_audio_tools.models.factory import create_model_from_config
@@ -560,29 +557,10 @@ def read_info(path: Path, name: str, metadata: dict[str, Any]) -> ModelInfo:
 
 
 def load(
-    path: Path,
-    name: str,
-    metadata: dict[str, Any],
-    *,
-    device: str,
-    half: bool,
-    dtype: str,
-    compile: bool,
-    threads: int,
-    cpu: CpuOptions | None = None,
+    path: Path, name: str, metadata: dict[str, Any], options: LoadOptions
 ) -> StableAudioEngine:
-    """The backend's loader (``engine.load_engine``)."""
-    return StableAudioEngine.load(
-        path,
-        name,
-        metadata,
-        device=device,
-        half=half,
-        dtype=dtype,
-        compile=compile,
-        threads=threads,
-        cpu=cpu,
-    )
+    """The family's loader (``engine.load_engine``)."""
+    return StableAudioEngine.load(path, name, metadata, options)
 
 
 def _fast_path(model: Any, candidate: str) -> None:
