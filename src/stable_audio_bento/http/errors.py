@@ -36,16 +36,18 @@ from ..errors import (
 )
 from ..schemas import ErrorResponse
 from .deps import get_runtime
+from .envelope import error_body
 
 log = logging.getLogger(__name__)
 
 
 def error_response(
-    status: int, message: str, type_: str, param: str | None = None, **headers: str
+    status: int, message: str, param: str | None = None, **headers: str
 ) -> JSONResponse:
-    """The documented envelope: ``{"error": {"message", "type", "param", "code"}}``."""
-    body = {"error": {"message": message, "type": type_, "param": param, "code": status}}
-    return JSONResponse(body, status_code=status, headers=headers or None)
+    """The envelope (``envelope.error_body``) as a route's answer."""
+    return JSONResponse(
+        error_body(status, message, param), status_code=status, headers=headers or None
+    )
 
 
 def map_error(error: StableAudioError) -> JSONResponse:
@@ -55,43 +57,40 @@ def map_error(error: StableAudioError) -> JSONResponse:
     one quoting an error id, logged here with the details.
     """
     if isinstance(error, UploadTooLargeError):
-        return error_response(413, error.message, "BadRequestError", error.field)
+        return error_response(413, error.message, error.field)
     if isinstance(error, InvalidRequestError):
-        return error_response(400, error.message, "BadRequestError", error.field)
+        return error_response(400, error.message, error.field)
     if isinstance(error, ModelNotFoundError):
-        return error_response(404, str(error), "NotFoundError", "model")
+        return error_response(404, str(error), "model")
     if isinstance(error, JobNotFoundError):
-        return error_response(404, str(error), "NotFoundError", "id")
+        return error_response(404, str(error), "id")
     if isinstance(error, IdempotencyKeyReusedError):
-        return error_response(409, str(error), "ConflictError", "Idempotency-Key")
+        return error_response(409, str(error), "Idempotency-Key")
     if isinstance(error, QueueFullError):
-        return error_response(
-            429, str(error), "RateLimitError", None, **{"Retry-After": str(error.retry_after)}
-        )
+        return error_response(429, str(error), None, **{"Retry-After": str(error.retry_after)})
     if isinstance(error, JobStoreUnavailableError):
         return error_response(
             503,
             str(error),
-            "ServiceUnavailableError",
             None,
             **{"Retry-After": str(error.retry_after)},
         )
     if isinstance(error, RequestAbandonedError):
         # nginx's "client closed request": nobody reads it, but the access log says what it was.
-        return error_response(499, str(error), "BadRequestError")
+        return error_response(499, str(error))
     if isinstance(error, GenerationError):
         # The vLLM-Omni document answers "did not produce audio output" with 400.
-        return error_response(400, str(error), "BadRequestError")
+        return error_response(400, str(error))
     message = str(error)
     if not error.public:
         error_id = new_error_id()
         log.error("Request failed (error id %s): %s: %s", error_id, type(error).__name__, error)
         message = public_message(error, "The request", error_id)
     if isinstance(error, ModelLoadError):
-        return error_response(503, message, "ServiceUnavailableError", "model")
+        return error_response(503, message, "model")
     if isinstance(error, StorageError):
-        return error_response(502, message, "InternalServerError")
-    return error_response(500, message, "InternalServerError")
+        return error_response(502, message)
+    return error_response(500, message)
 
 
 def _printable(value: Any) -> Any:
@@ -117,9 +116,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     errors = list(exc.errors())
     if errors and all(e.get("type") == "json_invalid" for e in errors):
         reason = (errors[0].get("ctx") or {}).get("error", "JSON decode error")
-        return error_response(
-            400, f"The body is not valid JSON: {reason}", "BadRequestError", "body"
-        )
+        return error_response(400, f"The body is not valid JSON: {reason}", "body")
     detail = jsonable_encoder(_printable(errors))
     return JSONResponse({"detail": detail}, status_code=422)
 
@@ -163,12 +160,11 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         if methods:
             headers["Allow"] = ", ".join(methods)
         message = f"{request.method} is not allowed on {request.url.path}"
-        return error_response(405, message, "BadRequestError", None, **headers)
+        return error_response(405, message, None, **headers)
     if exc.status_code == 404:
         message = f"No route {request.url.path}"
-        return error_response(404, message, "NotFoundError", None, **headers)
-    type_ = "InternalServerError" if exc.status_code >= 500 else "BadRequestError"
-    return error_response(exc.status_code, str(exc.detail), type_, None, **headers)
+        return error_response(404, message, None, **headers)
+    return error_response(exc.status_code, str(exc.detail), None, **headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -66,9 +66,7 @@ async def job_audio(job_id: str, runtime: RuntimeDep, caller: CallerDep) -> Resp
     job = await run_in_threadpool(runtime.jobs.get, job_id, caller.visible_owner)
     if job.status != "succeeded" or job.result_key is None:
         reason = "is not finished" if not job.finished else "has no audio"
-        return error_response(
-            409, f"Job `{job_id}` {reason} (status: {job.status}).", "ConflictError", "id"
-        )
+        return error_response(409, f"Job `{job_id}` {reason} (status: {job.status}).", "id")
     key = job.result_key
     storage = runtime.storage
     if not isinstance(storage, LocalStorage):
@@ -77,9 +75,7 @@ async def job_audio(job_id: str, runtime: RuntimeDep, caller: CallerDep) -> Resp
     try:
         path = await run_in_threadpool(storage.resolve, key)
     except (StorageError, FileNotFoundError, ValueError):
-        return error_response(
-            404, f"The audio of job `{job_id}` is no longer kept.", "NotFoundError", "id"
-        )
+        return error_response(404, f"The audio of job `{job_id}` is no longer kept.", "id")
     media_type = media_type_of(path.suffix.removeprefix("."))
     return FileResponse(path, media_type=media_type, filename=path.name)
 

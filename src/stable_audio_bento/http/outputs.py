@@ -27,8 +27,8 @@ router = APIRouter(tags=["outputs"])
 async def output(key: str, runtime: RuntimeDep, caller: CallerDep) -> Response:
     storage = runtime.storage
     if not isinstance(storage, LocalStorage):
-        return error_response(404, "outputs are served by object storage", "NotFoundError")
-    missing = error_response(404, f"no output named {key!r}", "NotFoundError", "key")
+        return error_response(404, "outputs are served by object storage")
+    missing = error_response(404, f"no output named {key!r}", "key")
     try:
         path = await run_in_threadpool(storage.resolve, key)
     except (StorageError, FileNotFoundError, ValueError):

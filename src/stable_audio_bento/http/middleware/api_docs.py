@@ -16,24 +16,12 @@ import json
 from typing import Any
 
 from ... import limits
+from ..envelope import STATUSES, ASGIApp, Message, Receive, Scope, Send
 from .auth import is_open
-from .guard import ASGIApp, Message, Receive, Scope, Send
 
 DOC_PATHS = frozenset({"/docs.json", "/v1/openapi.json"})
 ENVELOPE = {"$ref": "#/components/schemas/ErrorResponse"}
 METHODS = ("get", "post", "put", "patch", "delete")
-DESCRIPTIONS = {
-    400: "Bad request: a body that is not JSON (or NaN, a lone surrogate), a value out of the "
-    "model's range; the envelope names the field",
-    401: "Missing or invalid API key",
-    404: "No such model, job or output (or one that belongs to another API key)",
-    409: "Idempotency-Key reused with another body, or the job has no audio yet",
-    413: "The body is larger than the server's limit",
-    422: "The body does not match the schema (pydantic's detail list)",
-    429: "Too many requests at once, or the job queue is full: retry after Retry-After seconds",
-    500: "Unexpected server error (an error id to look up in the server log)",
-    503: "The model cannot be loaded or the job store is unavailable: retry after Retry-After",
-}
 RETRY_AFTER = {
     "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}
 }
@@ -82,10 +70,10 @@ def statuses(path: str, method: str, has_body: bool) -> set[int]:
 
 def _error(status: int) -> dict[str, Any]:
     response: dict[str, Any] = {
-        "description": DESCRIPTIONS[status],
+        "description": STATUSES[status].description,
         "content": {"application/json": {"schema": ENVELOPE}},
     }
-    if status in (429, 503):
+    if STATUSES[status].retry_after:
         response["headers"] = RETRY_AFTER
     return response
 

@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from ..envelope import ASGIApp, Receive, Scope, Send, send_error
 
 # Probes, metrics, both API documents and the web page's static files stay open: what the API
 # looks like is no secret (BentoML's /docs.json never needed a key), and the page itself asks
@@ -119,25 +114,5 @@ class ApiKeyMiddleware:
                 scope[CALLER_SCOPE_KEY] = ANONYMOUS
             await self.app(scope, receive, send)
             return
-        body = json.dumps(
-            {
-                "error": {
-                    "message": "Missing or invalid API key: send 'Authorization: Bearer <key>'.",
-                    "type": "AuthenticationError",
-                    "param": None,
-                    "code": 401,
-                }
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b"Bearer"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        message = "Missing or invalid API key: send 'Authorization: Bearer <key>'."
+        await send_error(send, 401, message, headers=[(b"www-authenticate", b"Bearer")])

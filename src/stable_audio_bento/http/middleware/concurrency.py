@@ -9,8 +9,8 @@ busy server still answers its health checks.
 
 from __future__ import annotations
 
+from ..envelope import ASGIApp, Receive, Scope, Send, envelope, send_json
 from .auth import is_open
-from .guard import ASGIApp, Receive, Scope, Send, envelope, send_json
 
 
 class ConcurrencyLimit:
@@ -35,7 +35,7 @@ class ConcurrencyLimit:
                 f"(STABLE_AUDIO_MAX_CONCURRENCY); retry after {self.retry_after} s."
             )
             headers = [(b"retry-after", str(self.retry_after).encode())]
-            await send_json(send, 429, envelope(429, message, "RateLimitError"), headers)
+            await send_json(send, 429, envelope(429, message), headers)
             return
         self.in_flight += 1
         try:

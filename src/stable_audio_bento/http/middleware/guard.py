@@ -25,17 +25,11 @@ import asyncio
 import contextlib
 import json
 import math
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from ...limits import PROMPT_MAX_CHARS
 from ...pipeline.cancellation import CancelToken, current_token
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from ..envelope import ASGIApp, Message, Receive, Scope, Send, envelope, send_json
 
 PROMPT_FIELDS = ("input", "prompt", "negative_prompt")
 # Where the client waits for the audio in the response: a client that leaves wants none.
@@ -43,30 +37,6 @@ SYNC_GENERATION_PATHS = frozenset(
     {"/v1/audio/generate", "/v1/audio/generations", "/generate", "/api/generate"}
 )
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-
-
-def envelope(status: int, message: str, type_: str, param: str | None = None) -> bytes:
-    """The documented error body."""
-    body = {"error": {"message": message, "type": type_, "param": param, "code": status}}
-    return json.dumps(body).encode()
-
-
-async def send_json(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    """A complete JSON response."""
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class _NonFinite:
@@ -198,7 +168,7 @@ class RequestGuard:
             scope, b"content-type"
         ):
             reason = f"Content-Type {content_type} needs a boundary parameter"
-            await send_json(send, 400, envelope(400, reason, "BadRequestError", "body"))
+            await send_json(send, 400, envelope(400, reason, "body"))
             return
         is_json = _is_json(content_type)
         limit = self.max_body_bytes if is_json else self.max_upload_bytes
@@ -227,7 +197,7 @@ class RequestGuard:
             try:
                 value = parse_strict_json(bytes(body))
             except BadJson as e:
-                await send_json(send, 400, envelope(400, str(e), "BadRequestError", e.field))
+                await send_json(send, 400, envelope(400, str(e), e.field))
                 return
             if await self._prompt_too_long(value, send):
                 return
@@ -274,7 +244,7 @@ class RequestGuard:
         what = "JSON body" if is_json else "upload"
         setting = "STABLE_AUDIO_MAX_BODY_KB" if is_json else "STABLE_AUDIO_MAX_UPLOAD_MB"
         message = f"The {what} is larger than {limit} bytes, the server's limit ({setting})."
-        await send_json(send, 413, envelope(413, message, "BadRequestError", "body"))
+        await send_json(send, 413, envelope(413, message, "body"))
 
     async def _prompt_too_long(self, value: Any, send: Send) -> bool:
         if not isinstance(value, dict):

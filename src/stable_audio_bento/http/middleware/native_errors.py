@@ -22,31 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .guard import (
-    ASGIApp,
-    BadJson,
-    Message,
-    Receive,
-    Scope,
-    Send,
-    _content_type,
-    _is_json,
-    envelope,
-    parse_strict_json,
-    replay_body,
-    send_json,
-)
+from ..envelope import ASGIApp, Message, Receive, Scope, Send, envelope, send_json
+from .guard import BadJson, _content_type, _is_json, parse_strict_json, replay_body
 
-TYPES = {
-    400: "BadRequestError",
-    401: "AuthenticationError",
-    404: "NotFoundError",
-    409: "ConflictError",
-    413: "BadRequestError",
-    422: "BadRequestError",
-    429: "RateLimitError",
-    503: "ServiceUnavailableError",
-}
 Refusal = tuple[int, bytes] | None
 
 
@@ -81,7 +59,7 @@ def refusal(check: Callable[[], object]) -> Refusal:
         first = e.errors(include_url=False)[0]
         param = _field(first.get("loc"))
         message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
-        return 400, envelope(400, message, "BadRequestError", param)
+        return 400, envelope(400, message, param)
     except StableAudioError as e:
         response = map_error(e)
         return response.status_code, bytes(response.body)
@@ -95,7 +73,7 @@ def task_validator(plan: Callable[[bytes], object]) -> Validate:
         try:
             parse_strict_json(raw)  # the request guard's answer, which runs after this one
         except BadJson as e:
-            return 400, envelope(400, str(e), "BadRequestError", e.field)
+            return 400, envelope(400, str(e), e.field)
         return refusal(lambda: plan(raw))
 
     return validate
@@ -131,12 +109,11 @@ def _field(loc: Any) -> str | None:
 
 def to_envelope(status: int, raw: bytes) -> bytes:
     """Any of BentoML's error bodies (or ours) as the documented envelope, same status."""
-    type_ = TYPES.get(status, "InternalServerError" if status >= 500 else "BadRequestError")
     try:
         body: Any = json.loads(raw)
     except ValueError:
         text = raw.decode("utf-8", "replace").strip() or f"HTTP {status}"
-        return envelope(status, text, type_)
+        return envelope(status, text)
     if isinstance(body, list) and len(body) == 1 and isinstance(body[0], dict):
         body = body[0]  # BentoMLException 4xx: a one-item list
     if isinstance(body, dict):
@@ -155,11 +132,11 @@ def to_envelope(status: int, raw: bytes) -> bytes:
             first = detail[0]
             param = _field(first.get("loc"))
             message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
-            return envelope(status, message, type_, param)
+            return envelope(status, message, param)
         if isinstance(error, str):
             param = "task_id" if "task_id" in error or "task " in error else None
-            return envelope(status, error, type_, param)
-    return envelope(status, f"HTTP {status}", type_)
+            return envelope(status, error, param)
+    return envelope(status, f"HTTP {status}")
 
 
 def native_method(path: str) -> str:
@@ -202,7 +179,7 @@ class NativeApiErrors:
             # BentoML answers an undeclared method with a 400 (or runs it).
             message = f"{scope.get('method')} is not allowed on {path}"
             headers = [(b"allow", allowed.encode())]
-            await send_json(send, 405, envelope(405, message, "BadRequestError"), headers)
+            await send_json(send, 405, envelope(405, message), headers)
             return
         content_type = _content_type(scope)
         is_json = _is_json(content_type)
@@ -213,7 +190,7 @@ class NativeApiErrors:
             if raw is None:
                 limit = self.max_body_bytes
                 message = f"The request body is larger than {limit} bytes"
-                await send_json(send, 413, envelope(413, message, "BadRequestError", "body"))
+                await send_json(send, 413, envelope(413, message, "body"))
                 return
             refused = await self._check(scope, raw, is_json)
             if refused is not None:
@@ -268,7 +245,7 @@ async def _parse_form(scope: Scope, raw: bytes) -> Form | tuple[int, bytes]:
                 form.setdefault(name, []).append(part)
     except Exception as e:  # starlette's MultiPartException, a bad boundary, ...
         reason = f"The multipart body could not be read: {e}"
-        return 400, envelope(400, reason, "BadRequestError", "body")
+        return 400, envelope(400, reason, "body")
     return form
 
 
