@@ -12,10 +12,12 @@ Compatible routes (FastAPI, mounted at ``/``): ``/v1/audio/generate``, ``/v1/aud
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 # huggingface_hub reads its cache and offline settings once, at import: set them first.
 from stable_audio_bento.store.hub_cache import prepare_offline_hub
@@ -46,6 +48,7 @@ from stable_audio_bento.http.middleware.native_errors import (  # noqa: E402
 )
 from stable_audio_bento.http.native import write_output  # noqa: E402
 from stable_audio_bento.lifecycle import exit_when_orphaned, requeue_on_sigterm  # noqa: E402
+from stable_audio_bento.pipeline.generation import GeneratedAudio  # noqa: E402
 from stable_audio_bento.schemas import AudioGenerateRequest  # noqa: E402
 from stable_audio_bento.settings import Settings  # noqa: E402
 
@@ -73,6 +76,42 @@ class ApiError(BentoMLException):
         response = map_error(error)
         super().__init__(bytes(response.body).decode())
         self.error_code = HTTPStatus(response.status_code)
+
+
+def _audio_in_form(
+    audio: AudioFile,
+    prompt: str,
+    ctx: bentoml.Context,
+    mode: AudioInMode = "audio-to-audio",
+    model: str | None = None,
+    negative_prompt: str | None = None,
+    duration: float | None = None,
+    steps: int | None = None,
+    cfg_scale: float | None = None,
+    seed: int = -1,
+    response_format: str = "wav",
+    init_noise_level: float = 0.9,
+    inpaint_start_seconds: list[float] | None = None,
+    inpaint_end_seconds: list[float] | None = None,
+    trim: bool = False,
+) -> AudioFile:
+    """The fields of both native audio-in APIs, written once: BentoML reads an API's form (and
+    its OpenAPI schema) from its signature, which ``audio_in_fields`` gives it from this one."""
+    raise NotImplementedError
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def audio_in_fields(func: F) -> F:
+    """``func(self, audio, ctx, mode, **fields)`` with ``_audio_in_form``'s signature: BentoML
+    calls it with every field by name; ``fields`` are those but the file, ``ctx`` and mode."""
+    form = inspect.signature(_audio_in_form)
+    own = next(iter(inspect.signature(func).parameters.values()))
+    func.__signature__ = form.replace(  # type: ignore[attr-defined]
+        parameters=[own, *form.parameters.values()]
+    )
+    return func
 
 
 @bentoml.asgi_app(app, path="/")
@@ -121,45 +160,20 @@ class StableAudio:
         try:
             result = self.runtime.generate(request.to_params())
         except Exception as e:
-            # BentoML 1.4 leaves a task whose function raises `in_progress` forever; answering
-            # with an error status ends it `failed` instead, with the error body as its result.
-            error = e if isinstance(e, StableAudioError) else StableAudioError(str(e))
-            response = map_error(error)
-            ctx.response.status_code = response.status_code
-            return response  # type: ignore[return-value]
-        # A task's result is stored from a Response: BentoML 1.4 cannot store a Path's (its
-        # result store raises KeyError 'method' and the task stays in_progress forever).
-        body = Response(result.body(), media_type=result.media_type, headers=result.headers())
-        return body  # type: ignore[return-value]
+            return _task_failed(ctx, e)
+        return _task_result(result)
 
-    def _audio_in(self, mode: str, audio: Path, fields: dict[str, Any]) -> Any:
+    def _audio_in(self, mode: str, audio: Path, fields: dict[str, Any]) -> GeneratedAudio:
         data = audio.read_bytes()
         spec = native_request(mode, data, fields, settings.max_upload_mb)
         return self.runtime.audio_in.generate(spec, data)
 
     @bentoml.api(route="/api/audio_to_audio")
+    @audio_in_fields
     def audio_to_audio(
-        self,
-        audio: AudioFile,
-        prompt: str,
-        ctx: bentoml.Context,
-        mode: AudioInMode = "audio-to-audio",
-        model: str | None = None,
-        negative_prompt: str | None = None,
-        duration: float | None = None,
-        steps: int | None = None,
-        cfg_scale: float | None = None,
-        seed: int = -1,
-        response_format: str = "wav",
-        init_noise_level: float = 0.9,
-        inpaint_start_seconds: list[float] | None = None,
-        inpaint_end_seconds: list[float] | None = None,
-        trim: bool = False,
+        self, audio: Path, ctx: bentoml.Context, mode: str, **fields: Any
     ) -> AudioFile:
         """Variation (audio-to-audio), inpainting or continuation of an uploaded file."""
-        fields = dict(locals())
-        for name in ("self", "audio", "ctx", "mode"):
-            fields.pop(name)
         try:
             result = self._audio_in(mode, audio, fields)
         except StableAudioError as e:
@@ -167,38 +181,33 @@ class StableAudio:
         return _send(ctx, *write_output(result, ctx.temp_dir))
 
     @bentoml.task(route="/api/audio_to_audio_async")
+    @audio_in_fields
     def audio_to_audio_async(
-        self,
-        audio: AudioFile,
-        prompt: str,
-        ctx: bentoml.Context,
-        mode: AudioInMode = "audio-to-audio",
-        model: str | None = None,
-        negative_prompt: str | None = None,
-        duration: float | None = None,
-        steps: int | None = None,
-        cfg_scale: float | None = None,
-        seed: int = -1,
-        response_format: str = "wav",
-        init_noise_level: float = 0.9,
-        inpaint_start_seconds: list[float] | None = None,
-        inpaint_end_seconds: list[float] | None = None,
-        trim: bool = False,
+        self, audio: Path, ctx: bentoml.Context, mode: str, **fields: Any
     ) -> AudioFile:
         """The same as a BentoML task (submit, then poll status and get)."""
-        fields = dict(locals())
-        for name in ("self", "audio", "ctx", "mode"):
-            fields.pop(name)
         try:
             result = self._audio_in(mode, audio, fields)
-        except Exception as e:  # ends the task `failed` (see generate_async)
-            error = e if isinstance(e, StableAudioError) else StableAudioError(str(e))
-            response = map_error(error)
-            ctx.response.status_code = response.status_code
-            return response  # type: ignore[return-value]
-        # A task's result is stored from a Response (BentoML 1.4 cannot store a Path's).
-        body = Response(result.body(), media_type=result.media_type, headers=result.headers())
-        return body  # type: ignore[return-value]
+        except Exception as e:
+            return _task_failed(ctx, e)
+        return _task_result(result)
+
+
+def _task_failed(ctx: bentoml.Context, e: Exception) -> AudioFile:
+    """A task's error as its result. BentoML 1.4 leaves a task whose function raises
+    ``in_progress`` forever; answering with an error status ends it ``failed`` instead, with
+    the error body as its result."""
+    error = e if isinstance(e, StableAudioError) else StableAudioError(str(e))
+    response = map_error(error)
+    ctx.response.status_code = response.status_code
+    return response  # type: ignore[return-value]
+
+
+def _task_result(result: GeneratedAudio) -> AudioFile:
+    """A task's result is stored from a Response: BentoML 1.4 cannot store a Path's (its
+    result store raises KeyError 'method' and the task stays in_progress forever)."""
+    body = Response(result.body(), media_type=result.media_type, headers=result.headers())
+    return body  # type: ignore[return-value]
 
 
 def _plan_task(raw: bytes) -> object:
