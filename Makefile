@@ -43,6 +43,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: $(STAMP) system-deps lint
 	BENTOML_DO_NOT_TRACK=True $(PY) -m pytest
@@ -72,4 +73,4 @@ lock:
 	$(PY) scripts/lock.py
 
 clean:
-	rm -rf $(VENV) test-artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) test-artifacts .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache

@@ -10,9 +10,29 @@ of the app can use it too.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from ..errors import (
+    GenerationError,
+    IdempotencyKeyReusedError,
+    InvalidRequestError,
+    JobNotFoundError,
+    JobStoreUnavailableError,
+    ModelLoadError,
+    ModelNotFoundError,
+    QueueFullError,
+    RequestAbandonedError,
+    StableAudioError,
+    StorageError,
+    UploadTooLargeError,
+    new_error_id,
+    public_message,
+)
+
+log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -84,6 +104,57 @@ def error_body(status: int, message: str, param: str | None = None) -> dict[str,
 def envelope(status: int, message: str, param: str | None = None) -> bytes:
     """The envelope as a response body."""
     return json.dumps(error_body(status, message, param)).encode()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the server answers for one of the package's errors."""
+
+    status: int
+    message: str
+    param: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def body(self) -> bytes:
+        """The envelope as the routes send it (compact JSON, as starlette's JSONResponse)."""
+        body = error_body(self.status, self.message, self.param)
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def answer_of(error: StableAudioError) -> Answer:
+    """The package's error family -> status, message and field, in one place.
+
+    Messages not written for clients (they may name paths, hosts, buckets) are replaced by
+    one quoting an error id, logged here with the details.
+    """
+    if isinstance(error, UploadTooLargeError):
+        return Answer(413, error.message, error.field)
+    if isinstance(error, InvalidRequestError):
+        return Answer(400, error.message, error.field)
+    if isinstance(error, ModelNotFoundError):
+        return Answer(404, str(error), "model")
+    if isinstance(error, JobNotFoundError):
+        return Answer(404, str(error), "id")
+    if isinstance(error, IdempotencyKeyReusedError):
+        return Answer(409, str(error), "Idempotency-Key")
+    if isinstance(error, QueueFullError | JobStoreUnavailableError):
+        status = 429 if isinstance(error, QueueFullError) else 503
+        return Answer(status, str(error), None, {"Retry-After": str(error.retry_after)})
+    if isinstance(error, RequestAbandonedError):
+        return Answer(499, str(error))
+    if isinstance(error, GenerationError):
+        # The vLLM-Omni document answers "did not produce audio output" with 400.
+        return Answer(400, str(error))
+    message = str(error)
+    if not error.public:
+        error_id = new_error_id()
+        log.error("Request failed (error id %s): %s: %s", error_id, type(error).__name__, error)
+        message = public_message(error, "The request", error_id)
+    if isinstance(error, ModelLoadError):
+        return Answer(503, message, "model")
+    if isinstance(error, StorageError):
+        return Answer(502, message)
+    return Answer(500, message)
 
 
 async def send_json(

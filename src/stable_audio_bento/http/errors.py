@@ -19,24 +19,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (
-    GenerationError,
-    IdempotencyKeyReusedError,
-    InvalidRequestError,
-    JobNotFoundError,
     JobStoreUnavailableError,
-    ModelLoadError,
-    ModelNotFoundError,
-    QueueFullError,
-    RequestAbandonedError,
     StableAudioError,
-    StorageError,
-    UploadTooLargeError,
-    new_error_id,
-    public_message,
 )
 from ..schemas import ErrorResponse
 from .deps import get_runtime
-from .envelope import error_body
+from .envelope import answer_of, error_body
 
 log = logging.getLogger(__name__)
 
@@ -51,46 +39,9 @@ def error_response(
 
 
 def map_error(error: StableAudioError) -> JSONResponse:
-    """The package's error family -> status code and envelope.
-
-    Messages not written for clients (they may name paths, hosts, buckets) are replaced by
-    one quoting an error id, logged here with the details.
-    """
-    if isinstance(error, UploadTooLargeError):
-        return error_response(413, error.message, error.field)
-    if isinstance(error, InvalidRequestError):
-        return error_response(400, error.message, error.field)
-    if isinstance(error, ModelNotFoundError):
-        return error_response(404, str(error), "model")
-    if isinstance(error, JobNotFoundError):
-        return error_response(404, str(error), "id")
-    if isinstance(error, IdempotencyKeyReusedError):
-        return error_response(409, str(error), "Idempotency-Key")
-    if isinstance(error, QueueFullError):
-        return error_response(429, str(error), None, **{"Retry-After": str(error.retry_after)})
-    if isinstance(error, JobStoreUnavailableError):
-        return error_response(
-            503,
-            str(error),
-            None,
-            **{"Retry-After": str(error.retry_after)},
-        )
-    if isinstance(error, RequestAbandonedError):
-        # nginx's "client closed request": nobody reads it, but the access log says what it was.
-        return error_response(499, str(error))
-    if isinstance(error, GenerationError):
-        # The vLLM-Omni document answers "did not produce audio output" with 400.
-        return error_response(400, str(error))
-    message = str(error)
-    if not error.public:
-        error_id = new_error_id()
-        log.error("Request failed (error id %s): %s: %s", error_id, type(error).__name__, error)
-        message = public_message(error, "The request", error_id)
-    if isinstance(error, ModelLoadError):
-        return error_response(503, message, "model")
-    if isinstance(error, StorageError):
-        return error_response(502, message)
-    return error_response(500, message)
+    """The package's error family -> its answer (``envelope.answer_of``) as a response."""
+    answer = answer_of(error)
+    return error_response(answer.status, answer.message, answer.param, **answer.headers)
 
 
 def _printable(value: Any) -> Any:

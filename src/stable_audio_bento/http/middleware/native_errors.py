@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..envelope import ASGIApp, Message, Receive, Scope, Send, envelope, send_json
+from ..envelope import ASGIApp, Message, Receive, Scope, Send, answer_of, envelope, send_json
 from .guard import BadJson, _content_type, _is_json, parse_strict_json, replay_body
 
 Refusal = tuple[int, bytes] | None
@@ -51,7 +51,6 @@ def refusal(check: Callable[[], object]) -> Refusal:
     from pydantic import ValidationError
 
     from ...errors import StableAudioError
-    from ..errors import map_error
 
     try:
         check()
@@ -61,8 +60,8 @@ def refusal(check: Callable[[], object]) -> Refusal:
         message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
         return 400, envelope(400, message, param)
     except StableAudioError as e:
-        response = map_error(e)
-        return response.status_code, bytes(response.body)
+        answer = answer_of(e)
+        return answer.status, answer.body()
     return None
 
 
