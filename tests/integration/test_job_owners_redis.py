@@ -11,7 +11,7 @@ import pytest
 from stable_audio_bento.jobs import JobStore
 from stable_audio_bento.jobs.redis_store import RedisJobStore
 from tests.servers import redis_server
-from tests.unit.test_hardening_store import ALICE, OwnerContract
+from tests.unit.test_job_store_owners import ALICE, OwnerContract
 from tests.unit.test_job_store import MakeStore, new_job
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from stable_audio_bento.jobs import JobStore, JobWorker, SQLiteJobStore
 from stable_audio_bento.jobs.storage import LocalStorage
 from tests.integration import test_worker as base
-from tests.unit.test_hardening_store import fill, tiny_filesystem
+from tests.unit.test_job_store_owners import fill, tiny_filesystem
 
 # The worker tests' fixtures (real SQLite and Redis stores, local storage, started workers).
 redis_url, store, local_storage, start_worker = (
