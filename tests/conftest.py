@@ -33,6 +33,20 @@ DOC_MODEL_ALIASES = (
 SA3_MODEL_ALIASES = DOC_MODEL_ALIASES.replace("=demo", "=demo-sa3")
 
 
+# The test tiers, one folder each: a test is marked by where it lives (``-m "not e2e"``...).
+TIERS = {"unit": "unit", "integration": "integration", "inprocess": "inprocess", "e2e": "e2e"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).resolve().parent
+    for item in items:
+        folder = item.path.resolve().relative_to(tests_dir).parts[0]
+        tier = TIERS.get(folder)
+        if tier is None:
+            raise pytest.UsageError(f"{item.nodeid}: every test lives in one of {sorted(TIERS)}")
+        item.add_marker(getattr(pytest.mark, tier))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 

@@ -22,8 +22,6 @@ from tests.conftest import serve_env
 from tests.probe import ffprobe
 from tests.servers import REPO_ROOT, BentoServer, bento_serve
 
-pytestmark = pytest.mark.e2e
-
 DEMO = "stable-audio-demo"  # the demo's store name; "demo" is its alias
 PUBLIC_URL = "https://audio.example.com/stable-audio"  # the keyed server's, as behind a proxy
 ORIGIN = "https://studio.example.org"  # the keyed server lets browsers on this origin call it

@@ -23,8 +23,6 @@ from tests.conftest import serve_env
 from tests.probe import ffprobe
 from tests.servers import BentoServer, bento_serve
 
-pytestmark = pytest.mark.e2e
-
 RATE = 44100
 MODES = {
     "variations": ("audio-to-audio", {"init_noise_level": "0.6"}),

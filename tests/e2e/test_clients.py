@@ -19,8 +19,6 @@ import pytest
 
 from tests.servers import REPO_ROOT, BentoServer
 
-pytestmark = pytest.mark.e2e
-
 DOC = REPO_ROOT / "docs" / "client.md"
 DOC_URL = "http://localhost:3000"
 SECONDS = 5.0

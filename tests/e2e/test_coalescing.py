@@ -22,8 +22,6 @@ from tests.conftest import serve_env
 from tests.probe import ffprobe
 from tests.servers import BentoServer, bento_serve
 
-pytestmark = pytest.mark.e2e
-
 TIMEOUT = 300.0
 STEPS = 4
 LSB = 1 / 32768  # the WAVs are 16-bit: float rounding may move a sample by one step

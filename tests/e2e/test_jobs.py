@@ -41,10 +41,9 @@ from tests.servers import (
     seaweedfs_s3,
 )
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(shutil.which("ffprobe") is None, reason="needs ffprobe (apt-get ffmpeg)"),
-]
+pytestmark = pytest.mark.skipif(
+    shutil.which("ffprobe") is None, reason="needs ffprobe (apt-get ffmpeg)"
+)
 
 FINISHED = ("succeeded", "failed", "canceled")
 RATE = 44100

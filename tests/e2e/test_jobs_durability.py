@@ -22,8 +22,6 @@ from tests.conftest import serve_env
 from tests.e2e.test_jobs import FAST, SLOW, check_audio, get_job, submit, wait_all, wait_for
 from tests.servers import BentoServer, redis_server, seaweedfs_s3, start_bento
 
-pytestmark = pytest.mark.e2e
-
 LEASE = {"STABLE_AUDIO_JOB_LEASE_SECONDS": "3"}
 # Several seconds of generation (about 7 s here): progress is recorded with each lease
 # heartbeat (1 s with these leases), so a job must span several of them to be seen, and

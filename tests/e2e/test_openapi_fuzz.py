@@ -18,8 +18,6 @@ import pytest
 from tests.conftest import serve_env
 from tests.servers import BentoServer, bento_serve
 
-pytestmark = pytest.mark.e2e
-
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 CAPS = {
     "STABLE_AUDIO_MAX_STEPS": "4",

@@ -33,8 +33,6 @@ import yaml
 from tests.conftest import serve_env
 from tests.servers import REPO_ROOT, BentoServer, bento_serve
 
-pytestmark = pytest.mark.e2e
-
 BENTO_NAME = "stable-audio"
 SERVICE_NAME = "stable-audio"
 LOCK = REPO_ROOT / "requirements" / "lock.txt"

@@ -36,7 +36,6 @@ def test_readme_has_the_examples_we_run() -> None:
     assert any("SyncHTTPClient" in b for b in blocks("python"))
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize("index", range(len(shell_examples())))
 def test_readme_shell_example(server: BentoServer, tmp_path: Path, index: int) -> None:
     script = against(server, shell_examples()[index])
@@ -51,7 +50,6 @@ def test_readme_shell_example(server: BentoServer, tmp_path: Path, index: int) -
     check_outputs(tmp_path)
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize("index", range(len(blocks("python"))))
 def test_readme_python_example(server: BentoServer, tmp_path: Path, index: int) -> None:
     script = against(server, blocks("python")[index])

@@ -13,8 +13,6 @@ import pytest
 from tests.probe import ffprobe
 from tests.servers import BentoServer
 
-pytestmark = pytest.mark.e2e
-
 SA3 = "stable-audio-3-demo"
 SAO = "stable-audio-demo"
 TIMEOUT = 300.0

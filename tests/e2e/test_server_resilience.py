@@ -27,8 +27,6 @@ from tests.conftest import serve_env
 from tests.e2e.test_jobs import submit, wait_for
 from tests.servers import BentoServer, start_bento
 
-pytestmark = pytest.mark.e2e
-
 LONG_LEASE = {"STABLE_AUDIO_JOB_LEASE_SECONDS": "60"}
 # Far longer than any check below (hundreds of steps of the demo: over ten seconds here).
 LONG: dict[str, Any] = {"prompt": "a very long drone", "duration": 1.0, "steps": 500}

@@ -27,8 +27,6 @@ from playwright.sync_api import (
 from tests.conftest import serve_env
 from tests.servers import BentoServer, bento_serve
 
-pytestmark = pytest.mark.e2e
-
 CHROMIUM_ARGS = [
     "--headless=new",
     "--no-sandbox",

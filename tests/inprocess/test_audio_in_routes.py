@@ -19,8 +19,6 @@ from starlette.testclient import TestClient
 from tests.inprocess.conftest import app_client, make_settings
 from tests.probe import ffprobe
 
-pytestmark = pytest.mark.inprocess
-
 RATE = 44100
 STEPS = "4"
 

@@ -17,8 +17,6 @@ from stable_audio_bento.http.middleware.auth import ApiKeyMiddleware
 from stable_audio_bento.runtime import Runtime
 from tests.inprocess.conftest import make_settings
 
-pytestmark = pytest.mark.inprocess
-
 ALICE = {"Authorization": "Bearer alice-key"}
 BOB = {"Authorization": "Bearer bob-key"}
 ROOT = {"Authorization": "Bearer root-key"}

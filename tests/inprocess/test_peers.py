@@ -22,8 +22,6 @@ from tests.conftest import DOC_MODEL_ALIASES
 from tests.inprocess.conftest import app_client, make_settings
 from tests.probe import ffprobe
 
-pytestmark = pytest.mark.inprocess
-
 DEMO = "stable-audio-demo"
 DEMO_WINDOW = 2097152 / 44100
 

@@ -8,8 +8,6 @@ from starlette.testclient import TestClient
 
 from tests.probe import ffprobe
 
-pytestmark = pytest.mark.inprocess
-
 
 @pytest.mark.parametrize("start", [47.55, 47.54, 100.0])
 def test_a_start_past_the_window_blames_the_start(client: TestClient, start: float) -> None:

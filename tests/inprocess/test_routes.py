@@ -10,8 +10,6 @@ from starlette.testclient import TestClient
 
 from tests.probe import ffprobe
 
-pytestmark = pytest.mark.inprocess
-
 DEMO = "stable-audio-demo"
 
 

@@ -31,8 +31,6 @@ from stable_audio_bento.pipeline.registry import ModelRegistry
 from stable_audio_bento.schemas import STABLE_API, GenerationParams
 from stable_audio_bento.settings import Settings
 
-pytestmark = pytest.mark.integration
-
 RATE = 44100
 STEPS = 4
 FAMILIES = ["demo", "demo-sa3"]

@@ -31,8 +31,6 @@ from stable_audio_bento.errors import GenerationError
 from stable_audio_bento.pipeline.batching import BatchedAudio, Batcher
 from stable_audio_bento.store.catalog import ModelCatalog
 
-pytestmark = pytest.mark.integration
-
 STEPS = 2
 SAMPLE_RATE = 44100
 SAME = 1e-5  # relative RMS difference of float rounding (a batch position moves ~3e-7)

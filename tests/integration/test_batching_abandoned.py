@@ -17,8 +17,6 @@ from tests.integration.test_batching import RESULT_TIMEOUT, STEPS
 from tests.integration.test_batching import engine as engine  # the fixtures
 from tests.integration.test_batching import make_batcher as make_batcher
 
-pytestmark = pytest.mark.integration
-
 A, B, C = (EngineRequest(p, seed=i, seconds_total=0.5) for i, p in enumerate("abc"))
 
 

@@ -15,8 +15,6 @@ import pytest
 from bench import cpu
 from stable_audio_bento.engine.precision import native_bfloat16
 
-pytestmark = pytest.mark.integration
-
 FAST = "bfloat16" if native_bfloat16() else "exact"
 
 

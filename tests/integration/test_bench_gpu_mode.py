@@ -14,8 +14,6 @@ import torch
 
 from bench import gpu
 
-pytestmark = pytest.mark.integration
-
 
 def test_the_full_shapes_are_the_published_models() -> None:
     # Diffusion transformer parameters, built on the meta device (no memory, no time):

@@ -21,8 +21,6 @@ from stable_audio_bento.engine.precision import native_bfloat16, snr_db
 from stable_audio_bento.pipeline.registry import ModelRegistry
 from stable_audio_bento.settings import Settings
 
-pytestmark = pytest.mark.integration
-
 REQUEST = EngineRequest(prompt="rain on a tin roof", seed=7, seconds_total=1.5)
 
 

@@ -34,8 +34,6 @@ from stable_audio_bento.schemas import AudioGenerateRequest, GenerationsRequest
 from stable_audio_bento.settings import Settings
 from stable_audio_bento.store.catalog import ModelCatalog, ModelEntry
 
-pytestmark = pytest.mark.integration
-
 STEPS = 2
 SAMPLE_RATE = 44100
 WINDOW = 2097152 / SAMPLE_RATE

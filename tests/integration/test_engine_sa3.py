@@ -26,8 +26,6 @@ from stable_audio_bento.pipeline.registry import ModelRegistry
 from stable_audio_bento.settings import Settings
 from stable_audio_bento.store.catalog import ModelEntry
 
-pytestmark = pytest.mark.integration
-
 SAMPLE_RATE = 44100
 RATIO = 4096
 # Relative RMS difference: a batch position moves a sample by ~1e-7 (float rounding); a change

@@ -11,8 +11,8 @@ import pytest
 from stable_audio_bento.jobs import JobStore
 from stable_audio_bento.jobs.redis_store import RedisJobStore
 from tests.servers import redis_server
-from tests.unit.test_job_store_owners import ALICE, OwnerContract
 from tests.unit.test_job_store import MakeStore, new_job
+from tests.unit.test_job_store_owners import ALICE, OwnerContract
 
 
 @pytest.fixture(scope="module")

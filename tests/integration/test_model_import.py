@@ -29,8 +29,6 @@ from stable_audio_bento.store.catalog import ModelEntry, list_entries
 from stable_audio_bento.store.entries import content_hash
 from tests.servers import REPO_ROOT
 
-pytestmark = pytest.mark.integration
-
 DEMO = "stable-audio-demo"
 BENTOML = Path(sys.executable).parent / "bentoml"
 ENTRY_FILES = {

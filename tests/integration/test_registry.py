@@ -21,8 +21,6 @@ from stable_audio_bento.pipeline.registry import LoadedModel, ModelRegistry
 from stable_audio_bento.settings import Settings
 from stable_audio_bento.store.catalog import ModelCatalog, ModelEntry, list_entries
 
-pytestmark = pytest.mark.integration
-
 DEMO = "stable-audio-demo"
 
 

@@ -38,8 +38,6 @@ from stable_audio_bento.errors import ImportSourceError
 from tests.fake_hub import FakeRepo, fake_hub
 from tests.servers import REPO_ROOT
 
-pytestmark = pytest.mark.integration
-
 DATA = Path(__file__).resolve().parents[1] / "data"
 MANIFEST: dict[str, Any] = json.loads((DATA / "sa3_key_manifest.json").read_text())
 # The small models' shape: plain DiT attention, SAME-S (chunked attention, kernel-3 mapping).

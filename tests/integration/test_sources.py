@@ -17,8 +17,6 @@ from stable_audio_bento.jobs.sqlite_store import SQLiteJobStore
 from stable_audio_bento.jobs.storage import S3Storage
 from tests.servers import S3Server, seaweedfs_s3
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Server]:
