@@ -340,11 +340,11 @@ def run_model(
 
     from stable_audio_bento.engine import (
         EngineRequest,
-        ModelInfo,
         SamplingParams,
         StableAudioEngine,
         dtype_candidates,
     )
+    from stable_audio_bento.engine.sao.config import info_from_config
 
     from .engine import stock_generate
 
@@ -355,7 +355,7 @@ def run_model(
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
         encoder_dir = _text_encoder(T5_TINY if use_tiny else T5_BASE, Path(tmp))
         model = _random_model(config).to(dtype=dtype).to(device)
-        info = ModelInfo.from_config(name, config)
+        info = info_from_config(name, config)
         engine = StableAudioEngine(model, info, device, dtype)
         sampling = SamplingParams(steps or spec["steps"], spec["cfg_scale"], spec["sampler"])
         request = EngineRequest(

@@ -21,11 +21,11 @@ from models import DEMO_RECIPE
 from stable_audio_bento.audio import FloatAudio
 from stable_audio_bento.engine import (
     EngineRequest,
-    ModelInfo,
     ProgressCallback,
     SamplingParams,
     StableAudioEngine,
 )
+from stable_audio_bento.engine.sao.config import info_from_config
 from stable_audio_bento.engine.sao.importer import build_metadata
 from stable_audio_bento.errors import InvalidRequestError
 from stable_audio_bento.pipeline.generation import AudioGenerator
@@ -383,7 +383,7 @@ def rf_engine(
 
 def test_v_objective_defaults_to_dpmpp_3m_sde() -> None:
     config = json.loads((DEMO_RECIPE / "model_config.json").read_text())
-    info = ModelInfo.from_config("any-v-model", config)
+    info = info_from_config("any-v-model", config)
     assert info.sampling() == SamplingParams(steps=100, cfg_scale=7.0, sampler="dpmpp-3m-sde")
 
 

@@ -32,13 +32,12 @@ from .info import (
     RF_SAMPLERS,
     SA3_BACKEND,
     SAT_BACKEND,
-    SIGMA_MAX,
-    SIGMA_MIN,
     V_SAMPLERS,
     ModelInfo,
 )
 from .noise import ItemNoise, initial_noise
 from .precision import CPU_MODES, DTYPES, CpuOptions, dtype_candidates, pick_device
+from .sao.config import SIGMA_MAX, SIGMA_MIN
 from .sao.engine import StableAudioEngine
 
 if TYPE_CHECKING:

@@ -7,12 +7,9 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidRequestError, ModelLoadError
+from ..errors import InvalidRequestError
 from ..limits import MODEL_CFG_SCALE_MAX
 from .request import (
-    AUDIO_TO_AUDIO,
-    CONTINUATION,
-    INPAINTING,
     TEXT_TO_AUDIO,
     EngineRequest,
     SamplingParams,
@@ -42,9 +39,6 @@ OBJECTIVE_DEFAULTS: dict[str, dict[str, Any]] = {
     "rectified_flow": {"steps": 50, "cfg_scale": 7.0, "sampler": "euler"},
     "rf_denoiser": {"steps": 8, "cfg_scale": 1.0, "sampler": "pingpong"},
 }
-SIGMA_MIN, SIGMA_MAX = 0.3, 500.0
-# The sampler settings a v-objective model takes from ``sampler_kwargs``: its noise schedule.
-V_SAMPLER_KWARGS = {"sigma_min": (1e-4, 1e4), "sigma_max": (1e-4, 1e4)}
 
 
 @dataclass(frozen=True)
@@ -87,36 +81,6 @@ class ModelInfo:
     @property
     def samplers(self) -> tuple[str, ...]:
         return RF_SAMPLERS if self.objective in RF_OBJECTIVES else V_SAMPLERS
-
-    @classmethod
-    def from_config(
-        cls, name: str, config: dict[str, Any], metadata: dict[str, Any] | None = None
-    ) -> ModelInfo:
-        """A stable-audio-tools ``diffusion_cond`` model (the Stable Audio Open family)."""
-        if config.get("model_type") != "diffusion_cond":
-            raise ModelLoadError(f"{name}: only diffusion_cond models are supported")
-        meta = metadata or {}
-        model = config["model"]
-        objective = model.get("diffusion", {}).get("diffusion_objective", "v")
-        defaults = OBJECTIVE_DEFAULTS.get(objective)
-        if defaults is None:
-            raise ModelLoadError(f"{name}: unsupported diffusion objective {objective!r}")
-        pretransform = model.get("pretransform", {}).get("config", {})
-        return cls(
-            name=name,
-            sample_rate=int(config["sample_rate"]),
-            channels=int(config["audio_channels"]),
-            sample_size=int(config["sample_size"]),
-            latent_downsampling=int(pretransform.get("downsampling_ratio", 1)),
-            objective=objective,
-            default_steps=int(meta.get("steps", defaults["steps"])),
-            default_cfg_scale=float(meta.get("cfg_scale", defaults["cfg_scale"])),
-            default_sampler=str(meta.get("sampler", defaults["sampler"])),
-            conditioning_ids=tuple(c["id"] for c in model["conditioning"]["configs"]),
-            sampler_kwargs=tuple(V_SAMPLER_KWARGS.items()) if objective == "v" else (),
-            # Init audio and masked sampling work on any diffusion_cond model.
-            modes=(TEXT_TO_AUDIO, AUDIO_TO_AUDIO, INPAINTING, CONTINUATION),
-        )
 
     # --------------------------------------------------------------- checks
     def sampling(

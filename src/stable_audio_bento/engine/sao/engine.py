@@ -30,7 +30,7 @@ from ...errors import GenerationError, ModelLoadError
 from ...store.hub_cache import link_text_encoder, prepare_offline_hub
 from ..contract import EngineRequest, EngineStats, LoadOptions, ProgressCallback, SamplingParams
 from ..cpu_fast import compile_in_place, fold_weight_norm, quantize_int8
-from ..info import RF_OBJECTIVES, SIGMA_MAX, SIGMA_MIN, ModelInfo
+from ..info import RF_OBJECTIVES, ModelInfo
 from ..noise import ItemNoise, initial_noise
 from ..precision import (
     CpuOptions,
@@ -42,6 +42,7 @@ from ..precision import (
     torch_dtype,
 )
 from ..splice import keep_mask, splice, v_sigma
+from .config import SIGMA_MAX, SIGMA_MIN, info_from_config
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class StableAudioEngine:
         from stable_audio_tools.models.utils import load_ckpt_state_dict
 
         config = json.loads((model_dir / "model_config.json").read_text())
-        info = ModelInfo.from_config(name, config, metadata)
+        info = info_from_config(name, config, metadata)
         weights = model_dir / "model.safetensors"
         if not weights.is_file():
             raise ModelLoadError(f"{name}: {weights} is missing")
@@ -553,7 +554,7 @@ class _KeepKnownRF:
 def read_info(path: Path, name: str, metadata: dict[str, Any]) -> ModelInfo:
     """The backend's description of a store entry (``model_config.json``), weights unread."""
     config = json.loads((path / "model_config.json").read_text())
-    return ModelInfo.from_config(name, config, metadata)
+    return info_from_config(name, config, metadata)
 
 
 def load(

@@ -15,7 +15,7 @@ from typing import Any
 
 from ...errors import ImportSourceError
 from ...store.entries import content_hash, save_to_store
-from ..info import ModelInfo
+from .config import info_from_config
 
 # Hub repo id -> the aliases its entry answers to (besides the repo id).
 REPOS = {
@@ -38,7 +38,7 @@ def build_metadata(
     name: str, files: Path, source: str, revision: str | None, aliases: list[str]
 ) -> dict[str, Any]:
     config = json.loads((files / "model_config.json").read_text())
-    info = ModelInfo.from_config(name, config)
+    info = info_from_config(name, config)
     return {
         "sample_rate": info.sample_rate,
         "channels": info.channels,
