@@ -187,11 +187,6 @@ FORMATS: dict[str, AudioFormat] = {
 assert tuple(FORMATS) == get_args(FormatName)
 
 
-def get_format(name: str) -> AudioFormat:
-    """The registry entry for ``name`` (KeyError if unknown; the schema rejects those first)."""
-    return FORMATS[name]
-
-
 @dataclass(frozen=True)
 class EncodedAudio:
     """One encoded file and what is in it (``pcm`` has no header, so callers send these)."""

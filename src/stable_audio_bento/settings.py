@@ -266,7 +266,3 @@ class Settings(BaseSettings):
     @property
     def auth_enabled(self) -> bool:
         return bool(self.api_keys or self.admin_api_keys)
-
-    @property
-    def coalescing_enabled(self) -> bool:
-        return self.max_batch_size > 1

@@ -95,7 +95,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.presigned_url_expires == 3600
     assert settings.api_keys == []
     assert not settings.auth_enabled
-    assert settings.coalescing_enabled
+    assert settings.max_batch_size > 1  # coalescing is on by default
 
 
 @pytest.mark.parametrize("variable", ["STABLE_AUDIO_DEFAULT_MODEL", "STABLE_AUDIO_MODEL"])
@@ -222,9 +222,10 @@ def test_explicit_job_database_is_kept(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert Settings().job_db_path == tmp_path / "elsewhere.db"
 
 
-def test_max_batch_size_one_turns_coalescing_off(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_max_batch_size_one_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """1 turns coalescing off (a batch is one request; tests/integration/test_batching.py)."""
     monkeypatch.setenv("STABLE_AUDIO_MAX_BATCH_SIZE", "1")
-    assert not Settings().coalescing_enabled
+    assert Settings().max_batch_size == 1
 
 
 @pytest.mark.parametrize(

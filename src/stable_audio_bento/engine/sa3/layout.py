@@ -30,7 +30,6 @@ VAE = "pretransform.model."
 TEXT = "conditioner.conditioners.prompt.model."
 PADDING = "conditioner.conditioners.prompt.padding_embedding"
 DURATION = "conditioner.conditioners.seconds_total.embedder.embedding.1."
-ROPE_BASE = 10000.0
 
 _DIT_TOP = {
     "transformer.project_in.weight": "proj_in.weight",
