@@ -90,7 +90,8 @@ def build(shape: str, tiny: bool = False, device: str = "cpu", dtype: Any = None
     from transformers import T5GemmaConfig, T5GemmaEncoderModel
     from transformers.models.t5gemma import T5GemmaModuleConfig
 
-    from stable_audio_bento.engine.info import SA3_BACKEND, ModelInfo
+    from stable_audio_bento.engine.info import ModelInfo
+    from stable_audio_bento.engine.sa3 import SA3_BACKEND
     from stable_audio_bento.engine.sa3.demo import build_tokenizer
     from stable_audio_bento.engine.sa3.engine import OPTIONS, Components, SA3Engine
 

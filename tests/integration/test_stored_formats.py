@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from stable_audio_bento.engine import EngineRequest, model_info
-from stable_audio_bento.engine.info import SA3_BACKEND, SAT_BACKEND
+from stable_audio_bento.engine.info import SAT_BACKEND
+from stable_audio_bento.engine.sa3 import SA3_BACKEND
 from stable_audio_bento.jobs.records import Job
 from stable_audio_bento.jobs.runner import JobRunner
 from stable_audio_bento.pipeline.audio_to_audio import AudioInParams

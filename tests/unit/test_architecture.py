@@ -13,7 +13,8 @@ import grimp
 
 from models import RECIPES
 from stable_audio_bento.engine import families
-from stable_audio_bento.engine.info import SA3_BACKEND, SAT_BACKEND
+from stable_audio_bento.engine.info import SAT_BACKEND
+from stable_audio_bento.engine.sa3 import SA3_BACKEND
 from stable_audio_bento.errors import QueueFullError
 from stable_audio_bento.http.envelope import STATUSES, answer_of, envelope, error_type
 from stable_audio_bento.schemas import ErrorResponse

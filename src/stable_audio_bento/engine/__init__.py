@@ -30,13 +30,13 @@ from .contract import (
 from .info import (
     RF_OBJECTIVES,
     RF_SAMPLERS,
-    SA3_BACKEND,
     SAT_BACKEND,
     V_SAMPLERS,
     ModelInfo,
 )
 from .noise import ItemNoise, initial_noise
 from .precision import CPU_MODES, DTYPES, CpuOptions, dtype_candidates, pick_device
+from .sa3 import SA3_BACKEND
 from .sao.config import SIGMA_MAX, SIGMA_MIN
 from .sao.engine import StableAudioEngine
 

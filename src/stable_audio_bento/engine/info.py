@@ -17,7 +17,6 @@ from .request import (
 )
 
 SAT_BACKEND = "stable-audio-tools"
-SA3_BACKEND = "diffusers-sa3"
 
 # Samplers whose randomness we can seed per request. Deterministic ones draw nothing after the
 # initial noise; the SDE / ancestral ones get a per-item noise source.

@@ -134,7 +134,7 @@ def build_demo_sa3(recipe_dir: Path, out_dir: Path) -> dict[str, Any]:
 def store_metadata(name: str, files: Path, source: str, aliases: list[str]) -> dict[str, Any]:
     """The store metadata of an SA3 entry in diffusers' layout (what ``read_info`` reads back)."""
     from ...store.entries import content_hash
-    from ..info import SA3_BACKEND
+    from . import SA3_BACKEND
     from .engine import read_info
 
     info = read_info(files, name, {})

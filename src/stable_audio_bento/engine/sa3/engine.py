@@ -55,7 +55,7 @@ from ..contract import (
     SamplingParams,
 )
 from ..cpu_fast import quantize_int8
-from ..info import OBJECTIVE_DEFAULTS, SA3_BACKEND, ModelInfo
+from ..info import OBJECTIVE_DEFAULTS, ModelInfo
 from ..noise import ItemNoise, initial_noise
 from ..precision import (
     CpuOptions,
@@ -67,6 +67,7 @@ from ..precision import (
     torch_dtype,
 )
 from ..splice import keep_mask, splice
+from . import SA3_BACKEND
 from . import decode as sa3_decode
 from . import same as sa3_same
 

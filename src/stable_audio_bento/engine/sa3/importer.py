@@ -18,7 +18,7 @@ from typing import Any
 
 from ...errors import ImportSourceError
 from ...store.entries import content_hash, save_to_store
-from ..info import SA3_BACKEND
+from . import SA3_BACKEND
 from .convert import (
     TOKENIZER_FILES,
     SA3Facts,
