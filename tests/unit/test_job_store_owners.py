@@ -196,3 +196,30 @@ def test_a_full_filesystem_makes_job_creation_unavailable(tmp_path: Path) -> Non
         filler.unlink()
         store.create(new_job())
         store.close()
+
+
+def test_a_redis_that_refuses_is_unavailable_not_an_internal_error() -> None:
+    """The Redis store maps its own outages: every call is a JobStoreUnavailableError (503)
+    naming the kind, with the store's Retry-After."""
+    import socket
+
+    from stable_audio_bento.errors import JobStoreUnavailableError
+    from stable_audio_bento.jobs.redis_store import RedisJobStore
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = RedisJobStore(f"redis://127.0.0.1:{port}/0", retry_after=4)
+    calls = [
+        lambda: store.create(Job(model="demo")),
+        lambda: store.get("0" * 32),
+        lambda: store.list_recent(),
+        store.count_queued,
+        lambda: store.request_cancel("0" * 32),
+        lambda: store.claim("worker-1", 30.0),
+    ]
+    for call in calls:
+        with pytest.raises(JobStoreUnavailableError, match=r"unavailable \(ConnectionError\)") as e:
+            call()
+        assert e.value.retry_after == 4
+    store.close()

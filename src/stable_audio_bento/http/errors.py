@@ -11,7 +11,6 @@ import math
 import re
 from typing import Any
 
-import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -19,11 +18,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (
-    JobStoreUnavailableError,
     StableAudioError,
 )
 from ..schemas import ErrorResponse
-from .deps import get_runtime
 from .envelope import answer_of, error_body
 
 log = logging.getLogger(__name__)
@@ -77,14 +74,6 @@ async def _package_error(request: Request, exc: Exception) -> JSONResponse:
     return map_error(exc)
 
 
-async def _job_store_down(request: Request, exc: Exception) -> JSONResponse:
-    retry_after = get_runtime(request).settings.job_retry_after
-    # Redis' own message names its host and port: the log has it, the client the kind.
-    log.warning("The job store is unavailable: %s: %s", type(exc).__name__, exc)
-    message = f"The job store is unavailable ({type(exc).__name__}); retry later."
-    return map_error(JobStoreUnavailableError(message, retry_after))
-
-
 def _methods_of(schema: dict[str, Any], path: str) -> list[str]:
     """The methods the OpenAPI document lists for the route template ``path`` matches."""
     paths = schema.get("paths", {})
@@ -123,8 +112,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StableAudioError, _package_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for unavailable in (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-        app.add_exception_handler(unavailable, _job_store_down)
 
 
 # The documented error bodies, for the OpenAPI description of the generation routes.

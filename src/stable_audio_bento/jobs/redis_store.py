@@ -12,12 +12,17 @@ so replicas with skewed clocks still agree on when a lease expired.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
-from ..errors import JobNotFoundError
+from ..errors import JobNotFoundError, JobStoreUnavailableError
 from .records import Job
 from .store import Change, JobStore, scoped_idempotency_key
 
@@ -37,6 +42,26 @@ redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
 if ARGV[5] == '1' then redis.call('SET', KEYS[4], ARGV[1]) end
 return {'created'}
 """
+
+
+logger = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _outages_mapped(method: F) -> F:
+    """Redis that does not answer (refused, reset, timed out) -> JobStoreUnavailableError:
+    nothing was changed, the caller may retry. The message names the kind, the log the host."""
+
+    @functools.wraps(method)
+    def mapped(self: RedisJobStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError) as e:
+            logger.warning("The job store is unavailable: %s: %s", type(e).__name__, e)
+            message = f"The job store is unavailable ({type(e).__name__}); retry later."
+            raise JobStoreUnavailableError(message, self.retry_after) from e
+
+    return mapped  # type: ignore[return-value]
 
 
 class RedisJobStore(JobStore):
@@ -77,6 +102,7 @@ class RedisJobStore(JobStore):
         seconds, micros = (client or self._redis).time()
         return float(seconds) + float(micros) / 1e6
 
+    @_outages_mapped
     def create(self, job: Job) -> Job:
         job = job.model_copy(update={"created_at": self._now()})
         has_idem = job.idempotency_key is not None
@@ -99,12 +125,14 @@ class RedisJobStore(JobStore):
             raise self._queue_full()
         return job
 
+    @_outages_mapped
     def get(self, job_id: str, owner: str | None = None) -> Job:
         raw = self._redis.get(self._job_key(job_id))
         if raw is None:
             raise JobNotFoundError(job_id)
         return self._visible(Job.model_validate_json(raw), owner)
 
+    @_outages_mapped
     def list_recent(self, limit: int = 50, owner: str | None = None) -> list[Job]:
         ids = self._redis.zrevrange(self._recent_of(owner), 0, limit - 1)
         if not ids:
@@ -112,9 +140,11 @@ class RedisJobStore(JobStore):
         docs = self._redis.mget([self._job_key(job_id) for job_id in ids])
         return [Job.model_validate_json(doc) for doc in docs if doc is not None]
 
+    @_outages_mapped
     def count_queued(self) -> int:
         return int(self._redis.zcard(self._queued))
 
+    @_outages_mapped
     def purge_expired(self, retention_seconds: float) -> list[str]:
         cutoff = self._now() - retention_seconds
         keys: list[str] = []
@@ -155,6 +185,7 @@ class RedisJobStore(JobStore):
     def close(self) -> None:
         self._redis.close()
 
+    @_outages_mapped
     def _update(self, job_id: str, change: Change) -> Job | None:
         key = self._job_key(job_id)
         with self._redis.pipeline() as pipe:
@@ -191,6 +222,7 @@ class RedisJobStore(JobStore):
             return self._running, job.lease_expires_at or 0.0
         return self._finished, job.finished_at or 0.0
 
+    @_outages_mapped
     def _claim_candidates(self, limit: int) -> list[str]:
         expired = self._redis.zrangebyscore(self._running, "-inf", repr(self._now()), 0, limit)
         queued = self._redis.zrange(self._queued, 0, limit - 1)
