@@ -161,3 +161,23 @@ def test_hub_client_with_other_settings_is_refused(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "huggingface_hub was imported with other settings" in result.stderr
+
+
+def test_the_service_sets_up_the_cache_before_anything_imports_the_hub_client() -> None:
+    """service.py's import order: prepare_offline_hub first (its module pulls in no hub client),
+    then BentoML and the package; importing the service in a fresh process proves it (the
+    cache refuses to be set up after huggingface_hub was imported)."""
+    result = run_python(
+        """
+        import sys
+        import stable_audio_bento.store.hub_cache
+        print("hub before:", "huggingface_hub" in sys.modules)
+        import service
+        import huggingface_hub.constants as constants
+        print("offline:", constants.HF_HUB_OFFLINE)
+        """,
+        {**clean_env(), "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)])},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "hub before: False" in result.stdout
+    assert "offline: True" in result.stdout
