@@ -11,7 +11,6 @@ Compatible routes (FastAPI, mounted at ``/``): ``/v1/audio/generate``, ``/v1/aud
 
 from __future__ import annotations
 
-import fnmatch
 import inspect
 import logging
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from bentoml.validators import ContentType  # noqa: E402
 from starlette.middleware.cors import CORSMiddleware  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
-from stable_audio_bento.errors import InvalidRequestError, StableAudioError  # noqa: E402
+from stable_audio_bento.errors import StableAudioError  # noqa: E402
 from stable_audio_bento.http import create_app, map_error  # noqa: E402
 from stable_audio_bento.http.audio_to_audio import AUDIO_IN_PATHS, native_request  # noqa: E402
 from stable_audio_bento.http.cors import cors_options  # noqa: E402
@@ -39,14 +38,15 @@ from stable_audio_bento.http.middleware.auth import ApiKeyMiddleware  # noqa: E4
 from stable_audio_bento.http.middleware.concurrency import ConcurrencyLimit  # noqa: E402
 from stable_audio_bento.http.middleware.guard import RequestGuard  # noqa: E402
 from stable_audio_bento.http.middleware.native_errors import (  # noqa: E402
-    Form,
-    FormFile,
     NativeApiErrors,
     form_validator,
-    form_values,
     task_validator,
 )
-from stable_audio_bento.http.native import write_output  # noqa: E402
+from stable_audio_bento.http.native import (  # noqa: E402
+    plan_audio_task,
+    plan_task,
+    write_output,
+)
 from stable_audio_bento.lifecycle import exit_when_orphaned, requeue_on_sigterm  # noqa: E402
 from stable_audio_bento.pipeline.generation import GeneratedAudio  # noqa: E402
 from stable_audio_bento.schemas import AudioGenerateRequest  # noqa: E402
@@ -210,35 +210,6 @@ def _task_result(result: GeneratedAudio) -> AudioFile:
     return body  # type: ignore[return-value]
 
 
-def _plan_task(raw: bytes) -> object:
-    """What a task's run would check first (schema, model, limits), at submit; loads nothing."""
-    request = AudioGenerateRequest.model_validate_json(raw)
-    return app.state.runtime.generator.plan(request.to_params())
-
-
-def _plan_audio_task(form: Form) -> object:
-    """What an audio-in task's run checks first, at submit: its input model (read from the
-    form as BentoML reads it), the fields, the uploaded file decoded; loads nothing."""
-    model: Any = service.apis["audio_to_audio_async"].input_spec
-    values = form_values(form, frozenset(model.multipart_fields))
-    files = [part for part in values.pop("audio", []) if isinstance(part, FormFile)]
-    if files:
-        upload = files[0]
-        if upload.content_type and not fnmatch.fnmatch(upload.content_type, AUDIO_TYPES):
-            raise InvalidRequestError(
-                f"audio: the file's content type is {upload.content_type}, expected {AUDIO_TYPES}",
-                field="audio",
-            )
-        # BentoML's file type takes a path as it is (nothing is read): the bytes themselves
-        # are checked by the plan below.
-        values["audio"] = Path(upload.filename or "audio")
-    request = model.model_validate(values)
-    fields = {k: getattr(request, k) for k in model.model_fields if k not in ("audio", "mode")}
-    data = files[0].data
-    spec = native_request(request.mode, data, fields, settings.max_upload_mb)
-    return app.state.runtime.audio_in.plan(spec, data)
-
-
 # The decorators made StableAudio a bentoml Service; mypy cannot see through them.
 service: Any = StableAudio
 if (cors := cors_options(settings)) is not None:
@@ -255,8 +226,16 @@ service.add_asgi_middleware(
 )
 service.add_asgi_middleware(
     NativeApiErrors,
-    validate=task_validator(_plan_task),
-    validate_form=form_validator(_plan_audio_task),
+    validate=task_validator(lambda raw: plan_task(app.state.runtime, raw)),
+    validate_form=form_validator(
+        lambda form: plan_audio_task(
+            app.state.runtime,
+            service.apis["audio_to_audio_async"].input_spec,
+            form,
+            max_mb=settings.max_upload_mb,
+            accepted=AUDIO_TYPES,
+        )
+    ),
     max_body_bytes=int((settings.max_upload_mb + 1) * 2**20),
 )
 service.add_asgi_middleware(ApiDocsMiddleware)
