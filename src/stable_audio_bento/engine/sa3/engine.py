@@ -18,7 +18,7 @@ A store entry is a directory in ``StableAudio3Pipeline.save_pretrained``'s layou
   the model's default, or the empty prompt), optionally with the reference's adaptive projected
   guidance (``apg_scale``);
 - the SAME decode is exact and linear in the length (``sa3_decode.py``; SAME-S, the small
-  models' chunked autoencoder, through ``sa3_same``).
+  models' chunked autoencoder, through ``same``).
 
 The reference batches requests of different lengths in one latent as long as the longest (plus
 ``duration_padding_sec``, rounded up to SAME-S chunks) and, with ``mask_padding_attention``,
@@ -222,7 +222,7 @@ class Components:
         return cls(
             transformer=transformer,
             # SAME-L loads as diffusers' AutoencoderSAME; SAME-S (the small models) needs
-            # its kernel-3 mapping convolutions (``sa3_same``).
+            # its kernel-3 mapping convolutions (``same``).
             vae=sa3_same.load_vae(path / "vae", dtype).requires_grad_(False),
             text_encoder=load(T5GemmaEncoderModel, "text_encoder"),
             tokenizer=AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True),

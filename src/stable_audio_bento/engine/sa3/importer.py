@@ -1,7 +1,7 @@
 """Stable Audio 3 store entries: from the hub, or from a local directory in either layout.
 
 An SA3 entry is ONE directory in diffusers' ``StableAudio3Pipeline.save_pretrained`` layout
-(``sa3_convert``), with store metadata ``backend: diffusers-sa3`` and the model card's
+(``convert``), with store metadata ``backend: diffusers-sa3`` and the model card's
 defaults: distilled models 8 steps, cfg 1, ping-pong and no negative prompt; ``-base``
 models real CFG and a negative prompt. Limits: 120 s for the small models, 380 s for medium.
 """

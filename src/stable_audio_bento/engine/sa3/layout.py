@@ -8,7 +8,7 @@ duration embedder). diffusers splits the same weights into ``transformer/``, ``v
 and the checkpoint's tensor names and shapes, which component and key each tensor becomes
 (:func:`plan_keys`) and what each component's diffusers config is (:func:`diffusers_configs`).
 SAME-S (the small models' autoencoder: chunked attention, kernel-3 decoder mapping) is
-beyond ``AutoencoderSAME``: :func:`same_extras` says what ``sa3_same`` must add. The rest that
+beyond ``AutoencoderSAME``: :func:`same_extras` says what ``same`` must add. The rest that
 diffusers' classes cannot express is refused, naming the config key. No torch here.
 """
 
@@ -351,7 +351,7 @@ def diffusers_configs(
 
 
 def same_extras(sa3: SA3Config) -> dict[str, Any]:
-    """What diffusers' AutoencoderSAME cannot hold (SAME-S): ``sa3_same`` runs it. {} for SAME-L."""
+    """What diffusers' AutoencoderSAME cannot hold (SAME-S): ``same`` runs it. {} for SAME-L."""
     encoder, decoder = _same_halves(_get(sa3.raw, "model.pretransform.config"))
     extras: dict[str, Any] = {}
     if encoder.get("sliding_window") is None:
