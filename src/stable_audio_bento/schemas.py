@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import limits
 from .formats import FormatName
+from .unset import NullMeansUnset
 
 Scalar = float | int | bool | str
 Seed = Annotated[
@@ -143,8 +144,9 @@ def check_sampler_kwargs(value: dict[str, Scalar] | None) -> dict[str, Scalar] |
     return value
 
 
-class CompatRequest(BaseModel):
-    """Shared config: strict types, unknown fields kept aside (``ignored_fields``)."""
+class CompatRequest(NullMeansUnset):
+    """Shared config: strict types, unknown fields kept aside (``ignored_fields``), a null
+    field taken as not given (``unset``)."""
 
     model_config = ConfigDict(extra="allow", strict=True)
 

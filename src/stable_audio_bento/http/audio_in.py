@@ -21,7 +21,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, ConfigDict, Field, ValidationError, field_validator
 from starlette.datastructures import UploadFile
 
 from .. import limits
@@ -32,6 +32,7 @@ from ..engine import AUDIO_TO_AUDIO, CONTINUATION, INPAINTING
 from ..errors import InvalidRequestError
 from ..formats import FormatName
 from ..schemas import STABLE_API, GenerationParams, Seed
+from ..unset import NullMeansUnset, drop_blank
 from .deps import CallerDep, PublicBaseDep, RuntimeDep
 from .errors import OPENAPI_ERRORS
 from .generate import AUDIO_CONTENT, audio_response
@@ -47,7 +48,7 @@ ROUTES = {
 Seconds = float | list[float] | None
 
 
-class AudioInFields(BaseModel):
+class AudioInFields(NullMeansUnset):
     """The fields of an audio-in request besides the file (form fields or JSON)."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
@@ -159,6 +160,7 @@ async def read_request(
                 continue
             values = [v for v in form.getlist(key) if isinstance(v, str)]
             raw[key] = values[0] if len(values) == 1 else values
+        raw = drop_blank(raw)
     elif content_type == "application/json":
         try:
             body = await request.json()
