@@ -102,6 +102,7 @@ class ModelInfo:
         if defaults is None:
             raise ModelLoadError(f"{name}: unsupported diffusion objective {objective!r}")
         pretransform = model.get("pretransform", {}).get("config", {})
+        ids = tuple(c["id"] for c in model["conditioning"]["configs"])
         return cls(
             name=name,
             sample_rate=int(config["sample_rate"]),
@@ -112,7 +113,10 @@ class ModelInfo:
             default_steps=int(meta.get("steps", defaults["steps"])),
             default_cfg_scale=float(meta.get("cfg_scale", defaults["cfg_scale"])),
             default_sampler=str(meta.get("sampler", defaults["sampler"])),
-            conditioning_ids=tuple(c["id"] for c in model["conditioning"]["configs"]),
+            conditioning_ids=ids,
+            # A model told the length (seconds_total) can be told a little more and cut.
+            options=frozenset({"seconds_start", "negative_prompt"})
+            | ({"duration_padding"} if "seconds_total" in ids else set()),
             sampler_kwargs=tuple(V_SAMPLER_KWARGS.items()) if objective == "v" else (),
             # Init audio and masked sampling work on any diffusion_cond model.
             modes=(TEXT_TO_AUDIO, AUDIO_TO_AUDIO, INPAINTING, CONTINUATION),

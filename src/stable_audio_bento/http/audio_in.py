@@ -35,6 +35,7 @@ from ..schemas import STABLE_API, GenerationParams, Seed
 from ..unset import NullMeansUnset, drop_blank
 from .deps import CallerDep, PublicBaseDep, RuntimeDep
 from .errors import OPENAPI_ERRORS
+from .fields import ignored_fields_headers
 from .generate import AUDIO_CONTENT, audio_response
 from .jobs import job_view
 
@@ -51,7 +52,9 @@ Seconds = float | list[float] | None
 class AudioInFields(NullMeansUnset):
     """The fields of an audio-in request besides the file (form fields or JSON)."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    # Fields these routes do not take are ignored and named (X-Ignored-Fields), as on the
+    # text routes: the stand-in's client sends its text fields (apg_scale...) here too.
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     prompt: str = Field(min_length=1, description="Text prompt describing the result.")
     model: str | None = Field(default=None, description="Model name, alias or repo id.")
@@ -82,6 +85,14 @@ class AudioInFields(NullMeansUnset):
     trim: bool = Field(
         default=False, description="Use the start of audio longer than the model's window."
     )
+    batch_size: int = Field(
+        default=1, ge=1, le=1, description="Outputs: one per audio-in request (the peer's field)."
+    )
+
+    @property
+    def ignored_fields(self) -> list[str]:
+        """Fields of the request these routes do not take, in the order sent."""
+        return list(self.model_extra or {})
 
     @field_validator("inpaint_start_seconds", "inpaint_end_seconds", mode="before")
     @classmethod
@@ -219,9 +230,10 @@ def _sync_route(name: str, mode: str) -> None:
         fields, data, _ = await read_request(
             request, runtime.settings.max_upload_mb, runtime.settings.max_prompt_chars
         )
+        ignored = ignored_fields_headers(fields, runtime.settings, f"/v1/audio/{name}")
         spec = fields.to_spec(mode)
         result = await run_in_threadpool(runtime.audio_in.generate, spec, data)
-        return audio_response(result, {"X-Mode": mode})
+        return audio_response(result, {"X-Mode": mode, **ignored})
 
     router.add_api_route(
         f"/v1/audio/{name}",
@@ -242,12 +254,14 @@ def _sync_route(name: str, mode: str) -> None:
         fields, data, filename = await read_request(
             request, runtime.settings.max_upload_mb, runtime.settings.max_prompt_chars
         )
+        ignored = ignored_fields_headers(fields, runtime.settings, f"/jobs/{name}")
         spec = fields.to_spec(mode)
         queued = await run_in_threadpool(
             submit_audio_job, runtime, spec, data, filename, idempotency_key, caller.owner
         )
         view = job_view(queued, runtime, base)
-        return JSONResponse(view, status_code=202, headers={"Location": view["status_url"]})
+        headers = {**ignored, "Location": view["status_url"]}
+        return JSONResponse(view, status_code=202, headers=headers)
 
     router.add_api_route(
         f"/jobs/{name}",

@@ -23,7 +23,7 @@ from ..schemas import GenerationsRequest, stable_api_body
 from ..storage import LocalStorage
 from .deps import CallerDep, PublicBaseDep, RuntimeDep
 from .errors import error_response
-from .fields import ignored_fields_headers
+from .fields import IGNORED_HEADER, ignored_fields_headers, joined_ignored
 
 router = APIRouter(tags=["jobs"])
 
@@ -87,7 +87,12 @@ def create_job(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JSONResponse:
     headers = ignored_fields_headers(body, runtime.settings, "/jobs")
-    job = runtime.submit_job(body.to_params(), idempotency_key, owner=caller.owner)
+    params = body.to_params()
+    job = runtime.submit_job(params, idempotency_key, owner=caller.owner)
+    # Peer fields the model cannot honour at their defaults (planning loads nothing).
+    peer = runtime.generator.plan(params).ignored
+    if peer:
+        headers = {**headers, **joined_ignored(headers, {IGNORED_HEADER: ",".join(peer)})}
     view = job_view(job, runtime, base)
     return JSONResponse(view, status_code=202, headers={**headers, "Location": view["status_url"]})
 
