@@ -24,7 +24,17 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # looks like is no secret (BentoML's /docs.json never needed a key), and the page itself asks
 # for the key and sends it with every API call.
 OPEN_PATHS = frozenset(
-    {"/", "/health", "/healthz", "/livez", "/readyz", "/metrics", "/ui", "/v1/openapi.json"}
+    {
+        "/",
+        "/health",
+        "/healthz",
+        "/livez",
+        "/readyz",
+        "/metrics",
+        "/ui",
+        "/v1/openapi.json",
+        "/favicon.ico",
+    }
 )
 OPEN_PREFIXES = ("/ui/", "/static_content/", "/assets/", "/docs.json", "/schema.json")
 

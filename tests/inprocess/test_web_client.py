@@ -123,3 +123,10 @@ def test_a_refusal_reads_as_a_message(family: TestClient) -> None:
     with pytest.raises(ClientError) as refused:
         run_sync(family, "text", {**FORM, "duration": 9999})
     assert "duration" in str(refused.value) and "9999" in str(refused.value)
+
+
+def test_the_icon_a_browser_asks_for_unasked(family: TestClient) -> None:
+    icon = family.get("/favicon.ico")
+    assert icon.status_code == 200
+    assert icon.headers["content-type"] == "image/x-icon"
+    assert icon.content.startswith(b"\x00\x00\x01\x00")  # an ICO directory
