@@ -41,7 +41,7 @@ from .request_guard import (
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # What the server reads and throws away of a refused body, at most, before it closes.
 DRAIN_MAX_BYTES = 64 * 2**20
-DRAIN_SECONDS = 10.0
+DRAIN_SECONDS = 30.0
 _CLOSE = (b"connection", b"close")
 
 

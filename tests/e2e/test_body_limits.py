@@ -1,8 +1,10 @@
 """A real ``bentoml serve``: bodies past the limits get a 413 that real clients read, and a slow
 upload holds a concurrency slot at most ``STABLE_AUDIO_BODY_TIMEOUT`` (``body_limits``).
 
-10 MB bodies, sent by httpx (declared and streamed) and by curl (which sends
-``Expect: 100-continue`` for a body this big; and without it, and chunked).
+10 MB bodies, sent by httpx (declared and streamed), by curl (which sends
+``Expect: 100-continue`` for a body this big; and without it, and chunked) and by Python's
+urllib (which sends ``Connection: close``: a server that closed at once on the unread body
+answered it with a reset, and urllib reported ``Broken pipe``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,6 +101,16 @@ def test_curl_reads_the_413_of_a_10_mb_body(
     check_413(413, run.stdout)
     if not extra:  # curl asked first: it is told 413 instead of 100 and sends nothing
         assert "Expect: 100-continue" in run.stderr and "HTTP/1.1 100" not in run.stderr
+
+
+@pytest.mark.parametrize("path", ["/v1/audio/generations", "/jobs/inpaint"])
+def test_urllib_reads_the_413_of_a_10_mb_body(limited: BentoServer, path: str) -> None:
+    request = urllib.request.Request(
+        f"{limited.url}{path}", data=body_of(path), headers={"Content-Type": ROUTES[path]}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    check_413(refused.value.code, refused.value.read().decode())
 
 
 def test_a_slow_upload_holds_its_slot_at_most_the_body_timeout(limited: BentoServer) -> None:
