@@ -12,6 +12,7 @@ Both test tiers use it: ``client`` is an ``httpx.Client`` (starlette's ``TestCli
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import secrets
@@ -21,6 +22,8 @@ from typing import Any
 from urllib.parse import unquote
 
 import httpx
+import numpy as np
+import soundfile
 
 # The client's initial form (its ``initialForm``); a test changes what a user would.
 INITIAL_FORM: dict[str, Any] = {
@@ -77,6 +80,16 @@ JOB_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 # A browser sends this on a POST through the dev server's proxy (which keeps it).
 BROWSER_HEADERS = {"origin": "http://localhost:5173", "accept": "*/*"}
+
+
+def source_clip(seconds: float = 8.0, rate: int = 44100) -> tuple[str, bytes, str]:
+    """A file a user picks (name, bytes, type): a stereo WAV, by default long enough for the
+    client's default inpaint region (4-8 s)."""
+    t = np.arange(round(seconds * rate)) / rate
+    wave = (0.4 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.stack([wave, wave], axis=1), rate, format="WAV")
+    return "loop.wav", buffer.getvalue(), "audio/wav"
 
 
 def js_string(value: Any) -> str:

@@ -9,12 +9,8 @@ and the icon a browser asks for.
 
 from __future__ import annotations
 
-import io
-
 import httpx
-import numpy as np
 import pytest
-import soundfile
 
 from stable_audio_bento.schemas import AudioGenerateRequest
 from tests.probe import ffprobe
@@ -27,6 +23,7 @@ from tests.web_client import (
     fetch_health,
     poll_until_done,
     run_sync,
+    source_clip,
     start_job,
 )
 
@@ -34,14 +31,6 @@ pytestmark = pytest.mark.e2e
 
 RATE = 44100
 FORM = {**INITIAL_FORM, "steps": 4}
-
-
-def source_clip(seconds: float = 8.0) -> tuple[str, bytes, str]:
-    t = np.arange(round(seconds * RATE)) / RATE
-    wave = (0.4 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
-    buffer = io.BytesIO()
-    soundfile.write(buffer, np.stack([wave, wave], axis=1), RATE, format="WAV")
-    return "loop.wav", buffer.getvalue(), "audio/wav"
 
 
 def test_a_session_of_the_web_client(surface_server: BentoServer) -> None:

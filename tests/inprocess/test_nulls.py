@@ -16,8 +16,8 @@ from starlette.testclient import TestClient
 
 from stable_audio_bento.http.audio_in import AudioInFields
 from stable_audio_bento.schemas import AudioGenerateRequest, GenerationsRequest
-from tests.inprocess.test_web_client import source_clip
 from tests.unit.test_unset import optional_fields
+from tests.web_client import source_clip
 
 pytestmark = pytest.mark.inprocess
 

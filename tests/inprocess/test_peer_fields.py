@@ -14,8 +14,8 @@ from starlette.testclient import TestClient
 
 from tests.conftest import SA3_MODEL_ALIASES
 from tests.inprocess.conftest import app_client, make_settings
-from tests.inprocess.test_web_client import source_clip
 from tests.probe import ffprobe
+from tests.web_client import source_clip
 
 pytestmark = pytest.mark.inprocess
 

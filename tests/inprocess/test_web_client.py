@@ -13,9 +13,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile
 from starlette.testclient import TestClient
 
 from tests.conftest import DOC_MODEL_ALIASES, SA3_MODEL_ALIASES
@@ -28,6 +26,7 @@ from tests.web_client import (
     fetch_health,
     poll_until_done,
     run_sync,
+    source_clip,
     start_job,
 )
 
@@ -36,15 +35,6 @@ pytestmark = pytest.mark.inprocess
 RATE = 44100
 # What a user picks: a few steps, so that every click is quick on a CPU.
 FORM = {**INITIAL_FORM, "steps": 4}
-
-
-def source_clip(seconds: float = 8.0) -> tuple[str, bytes, str]:
-    """A file a user picks: long enough for the client's default inpaint region (4-8 s)."""
-    t = np.arange(round(seconds * RATE)) / RATE
-    wave = (0.4 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
-    buffer = io.BytesIO()
-    soundfile.write(buffer, np.stack([wave, wave], axis=1), RATE, format="WAV")
-    return "loop.wav", buffer.getvalue(), "audio/wav"
 
 
 @pytest.fixture(scope="module", params=["sao", "sa3"])
