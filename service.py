@@ -35,6 +35,7 @@ from stable_audio_bento.http.audio_to_audio import AUDIO_IN_PATHS, native_reques
 from stable_audio_bento.http.cors import cors_options  # noqa: E402
 from stable_audio_bento.http.middleware.api_docs import ApiDocsMiddleware  # noqa: E402
 from stable_audio_bento.http.middleware.auth import ApiKeyMiddleware  # noqa: E402
+from stable_audio_bento.http.middleware.body_limits import BodyLimits  # noqa: E402
 from stable_audio_bento.http.middleware.concurrency import ConcurrencyLimit  # noqa: E402
 from stable_audio_bento.http.middleware.guard import RequestGuard  # noqa: E402
 from stable_audio_bento.http.middleware.native_errors import (  # noqa: E402
@@ -216,8 +217,16 @@ if (cors := cors_options(settings)) is not None:
     # Outside the key check, so that a 401 also carries the CORS headers a browser needs to
     # read it; preflights (OPTIONS) never need a key.
     service.add_asgi_middleware(CORSMiddleware, **cors)
-# Outermost first: the in-flight bound, the key (who is calling), native API errors in our
-# shape, both OpenAPI documents completed, then the body bounds.
+# Outermost first: body sizes and the body deadline (before anything reads a body or takes a
+# slot), the in-flight bound, the key (who is calling), native API errors in our shape, both
+# OpenAPI documents completed, then the body checks.
+service.add_asgi_middleware(
+    BodyLimits,
+    max_body_bytes=settings.max_body_kb * 1024,
+    max_upload_bytes=int((settings.max_upload_mb + 1) * 2**20),
+    upload_json_paths=AUDIO_IN_PATHS,
+    body_timeout=settings.body_timeout,
+)
 service.add_asgi_middleware(
     ConcurrencyLimit, limit=settings.max_concurrency, retry_after=settings.job_retry_after
 )

@@ -28,6 +28,8 @@ APG_SCALE_MAX = 10.0
 DURATION_PADDING_MAX = 30.0
 # Padding a model that honours it gets when the request names none (the peer's default).
 DEFAULT_DURATION_PADDING = 6.0
+# The peer's apg_scale default (what its clients send unasked).
+DEFAULT_APG_SCALE = 1.0
 
 # sampler_kwargs: a small dict of scalars; keys the server sets itself cannot be overridden.
 SAMPLER_KWARGS_MAX_KEYS = 16

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from . import limits
 from .engine.request import Scalar
 from .formats import FormatName
+from .unset import NullMeansUnset
 
 Seed = Annotated[
     int,
@@ -143,8 +144,9 @@ def check_sampler_kwargs(value: dict[str, Scalar] | None) -> dict[str, Scalar] |
     return value
 
 
-class CompatRequest(BaseModel):
-    """Shared config: strict types, unknown fields kept aside (``ignored_fields``)."""
+class CompatRequest(NullMeansUnset):
+    """Shared config: strict types, unknown fields kept aside (``ignored_fields``), a null
+    field taken as not given (``unset``)."""
 
     model_config = ConfigDict(extra="allow", strict=True)
 

@@ -196,6 +196,13 @@ class Settings(BaseSettings):
         description="HTTP requests one server process handles at once; past it a 429 with "
         "Retry-After (probes, metrics and docs are never refused).",
     )
+    body_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Seconds a request body may take to arrive; past it a 408 and the "
+        "connection closes (so a slow upload holds a concurrency slot at most this long).",
+    )
 
     @field_validator("admin_api_keys", mode="before")
     @classmethod

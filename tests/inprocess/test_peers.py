@@ -192,8 +192,7 @@ def test_batch_job_stores_a_zip(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
-        ({"apg_scale": 1.0}, "apg_scale"),
-        ({"duration_padding_sec": 6.0}, "duration_padding_sec"),
+        ({"apg_scale": 2.0}, "apg_scale"),  # 1.0, the peer's default, is ignored
         ({"sampler_kwargs": {"eta": 0.5}}, "sampler_kwargs.eta"),
         ({"sampler_kwargs": {"sigma_min": 0}}, "sampler_kwargs.sigma_min"),
     ],

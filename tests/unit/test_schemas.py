@@ -247,11 +247,9 @@ def test_stable_api_field_limits(field: str, value: object, error: str) -> None:
     assert error_types(GenerationsRequest, {"prompt": "rain", field: value}) == {(field,): error}
 
 
-def test_stable_api_seed_null_is_rejected() -> None:
-    # -1 is the documented "random" value; null is not part of this shape.
-    assert error_types(GenerationsRequest, {"prompt": "rain", "seed": None}) == {
-        ("seed",): "int_type"
-    }
+def test_stable_api_seed_null_is_not_given() -> None:
+    # null is "not given" for every field (unset.py): the seed's default, -1, random.
+    assert GenerationsRequest.model_validate({"prompt": "rain", "seed": None}).seed == -1
 
 
 def test_stable_api_unknown_fields_are_ignored() -> None:
@@ -323,8 +321,8 @@ def test_both_shapes_publish_their_limits_in_the_json_schema() -> None:
     vllm = AudioGenerateRequest.model_json_schema()
     assert vllm["additionalProperties"] is True  # accepted and ignored
     assert vllm["required"] == ["input"]
-    assert vllm["properties"]["speed"]["minimum"] == 0.25
-    assert vllm["properties"]["speed"]["maximum"] == 4.0
+    speed, null = vllm["properties"]["speed"]["anyOf"]  # null: not given (unset.py)
+    assert (speed["minimum"], speed["maximum"], null) == (0.25, 4.0, {"type": "null"})
     stable = GenerationsRequest.model_json_schema()
     assert stable["required"] == ["prompt"]
     assert stable["properties"]["seed"]["default"] == -1

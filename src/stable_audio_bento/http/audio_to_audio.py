@@ -21,7 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, ConfigDict, Field, ValidationError, field_validator
 from starlette.datastructures import UploadFile
 
 from .. import limits
@@ -31,8 +31,10 @@ from ..formats import FormatName
 from ..pipeline.audio_to_audio import DEFAULT_NOISE_LEVEL, AudioInParams
 from ..pipeline.source_audio import check_size
 from ..schemas import STABLE_API, GenerationParams, Seed
+from ..unset import NullMeansUnset, drop_blank
 from .deps import CallerDep, IdempotencyKeyHeader, PublicBaseDep, RuntimeDep
 from .errors import OPENAPI_ERRORS
+from .fields import ignored_fields_headers
 from .generate import AUDIO_CONTENT, audio_response
 from .views import job_view
 
@@ -46,10 +48,12 @@ ROUTES = {
 Seconds = float | list[float] | None
 
 
-class AudioInFields(BaseModel):
+class AudioInFields(NullMeansUnset):
     """The fields of an audio-in request besides the file (form fields or JSON)."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    # Fields these routes do not take are ignored and named (X-Ignored-Fields), as on the
+    # text routes: the stand-in's client sends its text fields (apg_scale...) here too.
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     prompt: str = Field(min_length=1, description="Text prompt describing the result.")
     model: str | None = Field(default=None, description="Model name, alias or repo id.")
@@ -80,6 +84,14 @@ class AudioInFields(BaseModel):
     trim: bool = Field(
         default=False, description="Use the start of audio longer than the model's window."
     )
+    batch_size: int = Field(
+        default=1, ge=1, le=1, description="Outputs: one per audio-in request (the peer's field)."
+    )
+
+    @property
+    def ignored_fields(self) -> list[str]:
+        """Fields of the request these routes do not take, in the order sent."""
+        return list(self.model_extra or {})
 
     @field_validator("inpaint_start_seconds", "inpaint_end_seconds", mode="before")
     @classmethod
@@ -158,6 +170,7 @@ async def read_request(
                 continue
             values = [v for v in form.getlist(key) if isinstance(v, str)]
             raw[key] = values[0] if len(values) == 1 else values
+        raw = drop_blank(raw)
     elif content_type == "application/json":
         try:
             body = await request.json()
@@ -216,9 +229,10 @@ def _sync_route(name: str, mode: str) -> None:
         fields, data, _ = await read_request(
             request, runtime.settings.max_upload_mb, runtime.settings.max_prompt_chars
         )
+        ignored = ignored_fields_headers(fields, runtime.settings, f"/v1/audio/{name}")
         spec = fields.to_spec(mode)
         result = await run_in_threadpool(runtime.audio_in.generate, spec, data)
-        return audio_response(result, {"X-Mode": mode})
+        return audio_response(result, {"X-Mode": mode, **ignored})
 
     router.add_api_route(
         f"/v1/audio/{name}",
@@ -239,12 +253,14 @@ def _sync_route(name: str, mode: str) -> None:
         fields, data, filename = await read_request(
             request, runtime.settings.max_upload_mb, runtime.settings.max_prompt_chars
         )
+        ignored = ignored_fields_headers(fields, runtime.settings, f"/jobs/{name}")
         spec = fields.to_spec(mode)
         queued = await run_in_threadpool(
             runtime.runner.submit_audio, spec, data, filename, idempotency_key, caller.owner
         )
         view = job_view(queued, runtime, base)
-        return JSONResponse(view, status_code=202, headers={"Location": view["status_url"]})
+        headers = {**ignored, "Location": view["status_url"]}
+        return JSONResponse(view, status_code=202, headers=headers)
 
     router.add_api_route(
         f"/jobs/{name}",

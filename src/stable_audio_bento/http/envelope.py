@@ -62,6 +62,7 @@ STATUSES: dict[int, Status] = {
         "NotFoundError", "No such model, job or output (or one that belongs to another API key)"
     ),
     405: Status("BadRequestError", "The method is not allowed on the path (see Allow)"),
+    408: Status("BadRequestError", "The body did not arrive within STABLE_AUDIO_BODY_TIMEOUT"),
     409: Status(
         "ConflictError", "Idempotency-Key reused with another body, or the job has no audio yet"
     ),

@@ -4,11 +4,12 @@ and the log, or refused with the 422 pydantic would give when strict mode is on.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from urllib.parse import quote
 
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 
-from ..schemas import CompatRequest
 from ..settings import Settings
 
 log = logging.getLogger(__name__)
@@ -17,15 +18,15 @@ IGNORED_HEADER = "X-Ignored-Fields"
 _MAX_NAMED = 32
 
 
-def ignored_fields_headers(body: CompatRequest, settings: Settings, route: str) -> dict[str, str]:
+def ignored_fields_headers(body: BaseModel, settings: Settings, route: str) -> dict[str, str]:
     """``{"X-Ignored-Fields": "a,b"}`` for a body with unknown fields (``{}`` without any).
 
     Raises RequestValidationError (422, ``extra_forbidden`` per field) in strict mode.
     """
-    ignored = body.ignored_fields
+    extra = body.model_extra or {}
+    ignored = list(extra)
     if not ignored:
         return {}
-    extra = body.model_extra or {}
     if settings.strict_requests:
         raise RequestValidationError(
             [
@@ -42,3 +43,14 @@ def ignored_fields_headers(body: CompatRequest, settings: Settings, route: str) 
     names = [quote(name, safe="_-.") for name in ignored[:_MAX_NAMED]]
     log.info("%s: ignored fields no API knows: %s", route, ", ".join(names))
     return {IGNORED_HEADER: ",".join(names)}
+
+
+def joined_ignored(*headers: Mapping[str, str]) -> dict[str, str]:
+    """One ``X-Ignored-Fields`` naming, in order and once each, the fields every one of
+    ``headers`` names (unknown fields, peer fields a model cannot honour); ``{}`` if none."""
+    names: list[str] = []
+    for part in headers:
+        for name in part.get(IGNORED_HEADER, "").split(","):
+            if name and name not in names:
+                names.append(name)
+    return {IGNORED_HEADER: ",".join(names)} if names else {}

@@ -16,7 +16,7 @@ from ..pipeline.generation import GeneratedAudio
 from ..schemas import AudioGenerateRequest, GenerationsRequest
 from .deps import RuntimeDep
 from .errors import OPENAPI_ERRORS
-from .fields import ignored_fields_headers
+from .fields import ignored_fields_headers, joined_ignored
 
 router = APIRouter(tags=["generate"])
 
@@ -33,6 +33,7 @@ def audio_response(result: GeneratedAudio, headers: Mapping[str, str] | None = N
         headers={
             **result.headers(),
             **(headers or {}),
+            **joined_ignored(headers or {}, result.headers()),
             "Content-Disposition": f'{disposition}; filename="{filename}"',
         },
     )

@@ -19,7 +19,7 @@ from ..jobs.storage import LocalStorage
 from ..schemas import GenerationsRequest
 from .deps import CallerDep, IdempotencyKeyHeader, PublicBaseDep, RuntimeDep
 from .errors import error_response
-from .fields import ignored_fields_headers
+from .fields import IGNORED_HEADER, ignored_fields_headers, joined_ignored
 from .views import compact_view, job_view
 
 router = APIRouter(tags=["jobs"])
@@ -34,7 +34,12 @@ def create_job(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     headers = ignored_fields_headers(body, runtime.settings, "/jobs")
-    job = runtime.submit_job(body.to_params(), idempotency_key, owner=caller.owner)
+    params = body.to_params()
+    job = runtime.submit_job(params, idempotency_key, owner=caller.owner)
+    # Peer fields the model cannot honour at their defaults (planning loads nothing).
+    peer = runtime.generator.plan(params).ignored
+    if peer:
+        headers = {**headers, **joined_ignored(headers, {IGNORED_HEADER: ",".join(peer)})}
     view = job_view(job, runtime, base)
     return JSONResponse(view, status_code=202, headers={**headers, "Location": view["status_url"]})
 

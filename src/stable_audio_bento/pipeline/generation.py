@@ -18,6 +18,7 @@ from ..limits import DEFAULT_DURATION_PADDING
 from ..schemas import GenerationParams, output_seeds, resolve_seed
 from ..settings import Settings
 from ..store.catalog import ModelEntry
+from .peer_fields import drop_inapplicable
 from .registry import ModelRegistry
 
 
@@ -33,6 +34,8 @@ class Plan:
     requests: tuple[EngineRequest, ...]
     sampling: SamplingParams
     params: GenerationParams
+    # Peer fields the model cannot honour, sent at their defaults: ignored (``peer_fields``).
+    ignored: tuple[str, ...] = ()
 
     @property
     def request(self) -> EngineRequest:
@@ -55,6 +58,7 @@ class GeneratedAudio:
     seeds: tuple[int, ...]
     model: str
     batch_size: int = 1
+    ignored: tuple[str, ...] = ()
 
     @property
     def encoded(self) -> EncodedAudio:
@@ -97,6 +101,7 @@ class GeneratedAudio:
             "X-Audio-Duration": f"{self.encoded.duration:.6f}",
             "X-Output-Count": str(self.count),
             "X-Batch-Size": str(self.batch_size),
+            **({"X-Ignored-Fields": ",".join(self.ignored)} if self.ignored else {}),
         }
 
 
@@ -110,6 +115,7 @@ class AudioGenerator:
         names = params.field_names
         entry = self.registry.resolve(params.model)
         info = model_info(entry)
+        params, ignored = drop_inapplicable(params, info)
         cap = self.settings.max_duration
         if not 1 <= params.outputs <= self.settings.max_outputs:
             field = names.get("outputs", "outputs")
@@ -131,7 +137,10 @@ class AudioGenerator:
         length = max(length, 0.0)
         padding = params.padding_seconds
         if padding is None:
-            padding = DEFAULT_DURATION_PADDING if "duration_padding" in info.options else 0.0
+            # The peer pads the models whose latent is as long as the request (Stable Audio 3);
+            # a fixed window's reference (Stable Audio Open) is told the exact length.
+            honours = "duration_padding" in info.options and not info.fixed_window
+            padding = DEFAULT_DURATION_PADDING if honours else 0.0
         if padding and "duration_padding" in info.options:
             # Padding never takes a request past what the model was trained to generate.
             padding = min(padding, max(0.0, info.max_seconds - params.seconds_start - length))
@@ -156,7 +165,7 @@ class AudioGenerator:
         requests = tuple(
             replace(base, seed=seed) for seed in output_seeds(base.seed, params.outputs)
         )
-        return Plan(entry=entry, requests=requests, sampling=sampling, params=params)
+        return Plan(entry, requests, sampling, params, ignored)
 
     def run(self, plan: Plan, progress: ProgressCallback | None = None) -> GeneratedAudio:
         """Generate, stretch and encode a planned request's outputs.
@@ -182,6 +191,7 @@ class AudioGenerator:
             seeds=tuple(plan.seeds),
             model=plan.entry.name,
             batch_size=max(item.batch_size for item in batched),
+            ignored=plan.ignored,
         )
 
     def generate(

@@ -27,6 +27,7 @@ def info_from_config(
     if defaults is None:
         raise ModelLoadError(f"{name}: unsupported diffusion objective {objective!r}")
     pretransform = model.get("pretransform", {}).get("config", {})
+    ids = tuple(c["id"] for c in model["conditioning"]["configs"])
     return ModelInfo(
         name=name,
         sample_rate=int(config["sample_rate"]),
@@ -37,7 +38,10 @@ def info_from_config(
         default_steps=int(meta.get("steps", defaults["steps"])),
         default_cfg_scale=float(meta.get("cfg_scale", defaults["cfg_scale"])),
         default_sampler=str(meta.get("sampler", defaults["sampler"])),
-        conditioning_ids=tuple(c["id"] for c in model["conditioning"]["configs"]),
+        conditioning_ids=ids,
+        # A model told the length (seconds_total) can be told a little more and cut.
+        options=frozenset({"seconds_start", "negative_prompt"})
+        | ({"duration_padding"} if "seconds_total" in ids else set()),
         sampler_kwargs=tuple(V_SAMPLER_KWARGS.items()) if objective == "v" else (),
         # Init audio and masked sampling work on any diffusion_cond model.
         modes=(TEXT_TO_AUDIO, AUDIO_TO_AUDIO, INPAINTING, CONTINUATION),

@@ -267,7 +267,8 @@ class StableAudioEngine:
                 row: dict[str, Any] = {
                     "prompt": (r.negative_prompt or "") if use_negative else r.prompt,
                     "seconds_start": r.seconds_start,
-                    "seconds_total": r.seconds_start + r.seconds_total,
+                    # Padding: the model is asked for more than is kept (decode cuts it).
+                    "seconds_total": r.seconds_start + r.seconds_total + r.padding_seconds,
                 }
                 out.append({k: v for k, v in row.items() if k in ids})
             return out

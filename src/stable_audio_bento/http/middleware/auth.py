@@ -19,7 +19,17 @@ from ..envelope import ASGIApp, Receive, Scope, Send, send_error
 # looks like is no secret (BentoML's /docs.json never needed a key), and the page itself asks
 # for the key and sends it with every API call.
 OPEN_PATHS = frozenset(
-    {"/", "/health", "/healthz", "/livez", "/readyz", "/metrics", "/ui", "/v1/openapi.json"}
+    {
+        "/",
+        "/health",
+        "/healthz",
+        "/livez",
+        "/readyz",
+        "/metrics",
+        "/ui",
+        "/v1/openapi.json",
+        "/favicon.ico",
+    }
 )
 OPEN_PREFIXES = ("/ui/", "/static_content/", "/assets/", "/docs.json", "/schema.json")
 

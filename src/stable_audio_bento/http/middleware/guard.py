@@ -139,6 +139,29 @@ def _is_json(content_type: str) -> bool:
     return not content_type or content_type == "application/json" or content_type.endswith("+json")
 
 
+def body_limit(
+    scope: Scope, max_body_bytes: int, max_upload_bytes: int, upload_json_paths: frozenset[str]
+) -> tuple[int, bool]:
+    """The most bytes a request's body may have, and whether that is the JSON body limit.
+
+    JSON: ``max_body_bytes``; an upload (any other type): ``max_upload_bytes``; JSON that
+    carries a file as base64 (``upload_json_paths``): the upload's limit plus a third.
+    """
+    if not _is_json(_content_type(scope)):
+        return max_upload_bytes, False
+    if scope.get("path") in upload_json_paths:
+        return max_upload_bytes * 4 // 3 + max_body_bytes, False
+    return max_body_bytes, True
+
+
+def too_large_message(limit: int, is_json: bool) -> bytes:
+    """The 413's body: which limit, and the setting that sets it."""
+    what = "JSON body" if is_json else "upload"
+    setting = "STABLE_AUDIO_MAX_BODY_KB" if is_json else "STABLE_AUDIO_MAX_UPLOAD_MB"
+    message = f"The {what} is larger than {limit} bytes, the server's limit ({setting})."
+    return envelope(413, message, "body")
+
+
 class RequestGuard:
     """ASGI middleware bounding request bodies (see the module docstring)."""
 
@@ -171,10 +194,10 @@ class RequestGuard:
             await send_json(send, 400, envelope(400, reason, "body"))
             return
         is_json = _is_json(content_type)
-        limit = self.max_body_bytes if is_json else self.max_upload_bytes
-        base64_upload = is_json and scope.get("path") in self.upload_json_paths
-        if base64_upload:
-            limit = self.max_upload_bytes * 4 // 3 + self.max_body_bytes
+        limit, plain_json = body_limit(
+            scope, self.max_body_bytes, self.max_upload_bytes, self.upload_json_paths
+        )
+        base64_upload = is_json and not plain_json
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             await self._too_large(send, limit, is_json and not base64_upload)
@@ -241,10 +264,7 @@ class RequestGuard:
                 await watcher
 
     async def _too_large(self, send: Send, limit: int, is_json: bool) -> None:
-        what = "JSON body" if is_json else "upload"
-        setting = "STABLE_AUDIO_MAX_BODY_KB" if is_json else "STABLE_AUDIO_MAX_UPLOAD_MB"
-        message = f"The {what} is larger than {limit} bytes, the server's limit ({setting})."
-        await send_json(send, 413, envelope(413, message, "body"))
+        await send_json(send, 413, too_large_message(limit, is_json))
 
     async def _prompt_too_long(self, value: Any, send: Send) -> bool:
         if not isinstance(value, dict):
