@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .audio_to_audio import AudioInParams
 from .errors import IdempotencyKeyReusedError, StableAudioError
 from .jobs.models import Job, JobOutput
+from .jobs.queue_control import JobOptions
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -33,6 +34,7 @@ def submit_audio_job(
     filename: str | None = None,
     idempotency_key: str | None = None,
     owner: str | None = None,
+    options: JobOptions | None = None,
 ) -> Job:
     """Validate and decode now (bad input never queues), store the source, queue the job.
 
@@ -64,7 +66,7 @@ def submit_audio_job(
         "sample_rate": plan.source.sample_rate,
     }
     try:
-        job = runtime.jobs.create(new)
+        job = runtime.jobs.create(options.apply(new) if options else new)
     except BaseException:
         runtime.sources.delete(key)
         raise

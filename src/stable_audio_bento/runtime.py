@@ -21,7 +21,9 @@ from .errors import (
 from .formats import FORMATS
 from .generation import AudioGenerator, GeneratedAudio, Plan
 from .jobs.models import Job, JobOutput
+from .jobs.queue_control import JobOptions
 from .jobs.store import JobStore, job_store_from_settings
+from .jobs.webhooks import WebhookSender
 from .jobs.worker import JobWorker
 from .registry import ModelRegistry
 from .schemas import GenerationParams
@@ -62,6 +64,18 @@ class Runtime:
                 self.sources, self.jobs, settings.job_retention_seconds
             ),
         )
+        self.webhooks: WebhookSender | None = None
+        if settings.webhook_secret is not None:
+            self.webhooks = WebhookSender(
+                self.jobs,
+                settings.webhook_secret,
+                self.job_record,
+                allow_hosts=settings.webhook_allow_hosts,
+                timeout=settings.webhook_timeout,
+                max_attempts=settings.webhook_max_attempts,
+                retry_seconds=settings.webhook_retry_seconds,
+                threads=settings.webhook_senders,
+            )
         self.ready = False
         # The device models run on: the requested one until a model has loaded and said.
         self.device: str = settings.device
@@ -81,11 +95,15 @@ class Runtime:
         self.registry.preload()
         self.device = self._default_device()
         self.worker.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
         self.ready = True
 
     def stop(self) -> None:
         self.ready = False
         self.worker.stop()
+        if self.webhooks is not None:
+            self.webhooks.stop()
         self.registry.close()
         self.jobs.close()
 
@@ -101,6 +119,7 @@ class Runtime:
         params: GenerationParams,
         idempotency_key: str | None = None,
         owner: str | None = None,
+        options: JobOptions | None = None,
     ) -> Job:
         """Validate now (bad requests never queue), fix the seeds, queue the job.
 
@@ -123,13 +142,19 @@ class Runtime:
             idempotency_key=idempotency_key,
             owner=owner,
         )
-        job = self.jobs.create(new)
+        job = self.jobs.create(options.apply(new) if options else new)
         if idempotency_key is not None and job.id != new.id:
             # A retry of a random-seed request cannot know the seed its first try drew.
             sent = fixed if params.seed not in (None, -1) else replace(params, seed=job.seed)
             if sent.to_record() != job.params:
                 raise IdempotencyKeyReusedError(idempotency_key, job.id)
         return job
+
+    def job_record(self, job: Job) -> dict[str, Any]:
+        """The public job record, with links on ``STABLE_AUDIO_PUBLIC_URL`` (webhook bodies)."""
+        from .http.jobs import job_view
+
+        return job_view(job, self, self.settings.public_url or "")
 
     @staticmethod
     def job_params(job: Job) -> GenerationParams:

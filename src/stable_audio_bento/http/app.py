@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from ..runtime import Runtime
-from . import audio_in, generate, health, jobs, outputs
+from . import audio_in, generate, health, job_events, jobs, outputs
 from .errors import install_error_handlers
 from .web import mount_web
 
@@ -21,7 +21,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     if runtime is not None:
         app.state.runtime = runtime
     install_error_handlers(app)
-    for module in (generate, audio_in, jobs, health, outputs):
+    for module in (generate, audio_in, jobs, job_events, health, outputs):
         app.include_router(module.router)
     mount_web(app)
     return app

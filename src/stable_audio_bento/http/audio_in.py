@@ -21,7 +21,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, ConfigDict, Field, ValidationError, field_validator
 from starlette.datastructures import UploadFile
 
 from .. import limits
@@ -31,6 +31,7 @@ from ..audio_to_audio import DEFAULT_NOISE_LEVEL, AudioInParams
 from ..engine import AUDIO_TO_AUDIO, CONTINUATION, INPAINTING
 from ..errors import InvalidRequestError
 from ..formats import FormatName
+from ..jobs.queue_control import JobFields
 from ..schemas import STABLE_API, GenerationParams, Seed
 from .deps import CallerDep, PublicBaseDep, RuntimeDep
 from .errors import OPENAPI_ERRORS
@@ -47,8 +48,11 @@ ROUTES = {
 Seconds = float | list[float] | None
 
 
-class AudioInFields(BaseModel):
-    """The fields of an audio-in request besides the file (form fields or JSON)."""
+class AudioInFields(JobFields):
+    """The fields of an audio-in request besides the file (form fields or JSON).
+
+    The job fields (priority, deadline, webhook: ``JobFields``) are read by the job routes.
+    """
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -241,8 +245,9 @@ def _sync_route(name: str, mode: str) -> None:
             request, runtime.settings.max_upload_mb, runtime.settings.max_prompt_chars
         )
         spec = fields.to_spec(mode)
+        options = await run_in_threadpool(fields.to_options().checked, runtime.settings, caller)
         queued = await run_in_threadpool(
-            submit_audio_job, runtime, spec, data, filename, idempotency_key, caller.owner
+            submit_audio_job, runtime, spec, data, filename, idempotency_key, caller.owner, options
         )
         view = job_view(queued, runtime, base)
         return JSONResponse(view, status_code=202, headers={"Location": view["status_url"]})

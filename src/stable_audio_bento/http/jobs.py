@@ -18,14 +18,20 @@ from ..archive import media_type_of
 from ..audio_jobs import source_view
 from ..errors import StableAudioError, StorageError
 from ..jobs.models import Job
+from ..jobs.queue_control import JobFields, prefer_wait
 from ..runtime import Runtime
 from ..schemas import GenerationsRequest, stable_api_body
 from ..storage import LocalStorage
 from .deps import CallerDep, PublicBaseDep, RuntimeDep
 from .errors import error_response
 from .fields import ignored_fields_headers
+from .job_events import wait_finished
 
 router = APIRouter(tags=["jobs"])
+
+
+class JobRequest(GenerationsRequest, JobFields):
+    """``POST /jobs``: a generation (stable-audio-api's fields) plus queue control and webhooks."""
 
 
 def _iso(ts: float | None) -> str | None:
@@ -75,21 +81,67 @@ def job_view(job: Job, runtime: Runtime, base_url: str) -> dict[str, Any]:
         "params": job.params or None,
         "source": source_view(job),
         "audio_in": job.audio_in or None,
+        # Queue control and notifications.
+        "priority": job.priority,
+        "queue_position": runtime.jobs.queue_position(job) if job.status == "queued" else None,
+        "max_queue_seconds": job.max_queue_seconds,
+        "queue_deadline": _iso(job.queue_deadline),
+        "events_url": f"{base}/jobs/{job.id}/events",
+        "webhook": job.webhook,
+        "webhook_events": job.webhook_events if job.webhook else None,
+        "webhook_deliveries": [
+            {
+                "id": d.id,
+                "event": d.event,
+                "status": d.status,
+                "attempts": d.attempts,
+                "created_at": _iso(d.created_at),
+                "last_attempt_at": _iso(d.last_attempt_at),
+                "next_attempt_at": _iso(d.next_attempt_at) if d.status == "pending" else None,
+                "response_status": d.response_status,
+                "error": d.error,
+            }
+            for d in job.deliveries
+        ],
     }
 
 
-@router.post("/jobs", status_code=202, summary="Queue a generation job")
-def create_job(
-    body: GenerationsRequest,
+@router.post(
+    "/jobs",
+    status_code=202,
+    summary="Queue a generation job (with `Prefer: wait=N`: the finished record if done in time)",
+    responses={200: {"description": "Finished within the `Prefer: wait` time: the record"}},
+)
+async def create_job(
+    body: JobRequest,
     runtime: RuntimeDep,
     base: PublicBaseDep,
     caller: CallerDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    prefer: Annotated[
+        str | None,
+        Header(
+            max_length=200,
+            description="`wait=N`: hold the answer up to N seconds (at most "
+            "STABLE_AUDIO_MAX_WAIT_SECONDS); 200 with the finished record, else the 202.",
+        ),
+    ] = None,
 ) -> JSONResponse:
     headers = ignored_fields_headers(body, runtime.settings, "/jobs")
-    job = runtime.submit_job(body.to_params(), idempotency_key, owner=caller.owner)
-    view = job_view(job, runtime, base)
-    return JSONResponse(view, status_code=202, headers={**headers, "Location": view["status_url"]})
+    options = await run_in_threadpool(body.to_options().checked, runtime.settings, caller)
+    job = await run_in_threadpool(
+        runtime.submit_job, body.to_params(), idempotency_key, caller.owner, options
+    )
+    status = 202
+    wait = prefer_wait(prefer, runtime.settings.max_wait_seconds)
+    if wait is not None:
+        job = await wait_finished(runtime.jobs, job, wait)
+        headers["Preference-Applied"] = f"wait={wait:g}"
+        status = 200 if job.finished else 202
+    view = await run_in_threadpool(job_view, job, runtime, base)
+    return JSONResponse(
+        view, status_code=status, headers={**headers, "Location": view["status_url"]}
+    )
 
 
 @router.get("/jobs", summary="Recent jobs of the caller's API key, newest first")
