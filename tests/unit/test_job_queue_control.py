@@ -171,6 +171,7 @@ class QueueControlContract:
         claimed = store.claim_delivery("a", lease_seconds=30)
         assert claimed is not None
         leased_job, delivery = claimed
+        assert leased_job.id == job.id
         assert (delivery.event, delivery.attempts, delivery.claimed_by) == ("canceled", 1, "a")
         assert replica.claim_delivery("b", lease_seconds=30) is None  # leased to a
         assert not replica.finish_delivery(job.id, delivery.id, "b", ok=True)  # not b's
