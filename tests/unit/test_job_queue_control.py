@@ -109,12 +109,15 @@ class QueueControlContract:
             job.id, "w", result_key="k", seed=1, sample_rate=1, duration=1, progress=(4, 4)
         )
         log = store.events_after(job.id)
-        assert statuses(store, job.id) == ["queued", "running", (1, 4), (3, 4), "succeeded"]
+        assert statuses(store, job.id) == [
+            *("queued", "running", (1, 4), (3, 4)),
+            *((4, 4), "succeeded"),  # the last step, logged with the outcome
+        ]
         ids = [event_id for event_id, _ in log]
         assert len(set(ids)) == len(ids)
         assert all(event["at"] >= job.created_at for _, event in log)
         # Resume after the second event: the rest, from either replica.
-        assert statuses(replica, job.id, ids[1]) == [(1, 4), (3, 4), "succeeded"]
+        assert statuses(replica, job.id, ids[1]) == [(1, 4), (3, 4), (4, 4), "succeeded"]
         assert store.events_after(job.id, ids[-1]) == []
         with pytest.raises(ValueError):
             store.events_after(job.id, "not-an-id")
@@ -261,7 +264,9 @@ def test_priority_is_capped_per_key(tmp_path: Path) -> None:
         JobOptions(priority=4).checked(s, KEY_CALLER)
     assert e.value.field == "priority"
     assert JobOptions(priority=50).checked(s, Caller(owner=owner_of("vip"), admin=False))
-    assert JobOptions(priority=100).checked(s, Caller(owner=None, admin=True))
+    assert JobOptions(priority=100).checked(s, Caller(owner=owner_of("admin"), admin=True))
+    with pytest.raises(InvalidRequestError):  # an open server: everyone gets max_priority
+        JobOptions(priority=4).checked(s, Caller(owner=None, admin=True))
 
 
 @pytest.mark.parametrize(

@@ -30,19 +30,20 @@ WEBHOOK_EVENT_OF = {
 def transition_events(old: Job | None, new: Job, now: float) -> list[Event]:
     """The log entries for ``old`` becoming ``new`` (``old`` None: the job was created)."""
     events: list[Event] = []
+    moved = old is not None and (old.progress_step, old.progress_total) != (
+        new.progress_step,
+        new.progress_total,
+    )
+    # Progress while running, and the last steps that arrive with the outcome (before it).
+    if moved and old is not None and old.status == "running" and new.progress_step > 0:
+        events.append(
+            {"type": "progress", "step": new.progress_step, "total": new.progress_total, "at": now}
+        )
     if old is None or old.status != new.status:
         event: Event = {"type": "status", "status": new.status, "at": now}
         if new.status == "failed" and new.error:
             event["error"] = new.error
         events.append(event)
-    moved = old is not None and (old.progress_step, old.progress_total) != (
-        new.progress_step,
-        new.progress_total,
-    )
-    if moved and new.status == "running" and new.progress_step > 0:
-        events.append(
-            {"type": "progress", "step": new.progress_step, "total": new.progress_total, "at": now}
-        )
     return events
 
 

@@ -4,7 +4,8 @@
 the job record, which is what every worker and sender reads. Fields of the request:
 
 - ``priority`` (0-100, default 0): higher runs first; each API key is capped
-  (``STABLE_AUDIO_MAX_PRIORITY``, ``STABLE_AUDIO_PRIORITY_CAPS``; admin keys 100).
+  (``STABLE_AUDIO_MAX_PRIORITY``, ``STABLE_AUDIO_PRIORITY_CAPS``; admin keys 100; an open
+  server caps every caller at ``STABLE_AUDIO_MAX_PRIORITY``).
 - ``max_queue_seconds`` / ``deadline``: a job not started by then ends as ``expired``.
 - ``webhook`` / ``webhook_events``: see ``webhooks``.
 - ``Prefer: wait=N`` (a header, RFC 7240): hold the answer up to N seconds for the result.
@@ -107,8 +108,8 @@ class JobOptions:
 
 
 def priority_cap(settings: Settings, caller: Caller) -> int:
-    """The highest priority ``caller`` may ask for."""
-    if caller.admin:
+    """The highest priority ``caller`` may ask for (an open server: ``max_priority``)."""
+    if caller.admin and caller.owner is not None:  # an admin key
         return MAX_PRIORITY
     for key, cap in settings.priority_caps.items():
         if caller.owner == owner_of(key):

@@ -1,0 +1,165 @@
+"""The job API's queue control, event stream and webhooks over a real Runtime (demo model).
+
+One worker and a small queue, so priorities and deadlines show under a full queue; a real
+receiver on 127.0.0.1 (allowed by STABLE_AUDIO_WEBHOOK_ALLOW_HOSTS) checks every signature.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx_sse
+import pytest
+from starlette.testclient import TestClient
+
+from tests.inprocess.conftest import app_client, make_settings
+from tests.webhook_receiver import SECRET, webhook_receiver
+
+FAST: dict[str, Any] = {"prompt": "rain on a tin roof", "duration": 1.0, "steps": 4}
+SLOW: dict[str, Any] = {"prompt": "a long thunderstorm", "duration": 1.0, "steps": 100}
+
+
+@pytest.fixture(scope="module")
+def client(demo_tag: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    settings = make_settings(
+        tmp_path_factory.mktemp("queue-control"),
+        job_queue_size=4,
+        job_workers=1,
+        max_priority=5,
+        webhook_secret=SECRET,
+        webhook_allow_hosts=["127.0.0.1"],
+        webhook_retry_seconds=0.2,
+        webhook_progress_seconds=0,
+        max_batch_size=1,
+    )
+    with app_client(settings) as running:
+        yield running
+
+
+def wait_done(client: TestClient, job_id: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = client.get(f"/jobs/{job_id}").json()
+        if job["status"] not in ("queued", "running"):
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+
+
+def queued(client: TestClient) -> int:
+    return int(client.get("/health").json()["jobs"]["queued"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "status"),
+    [
+        ({"webhook": "http://10.0.0.1/hook"}, "webhook", 400),
+        ({"webhook": "file:///etc/passwd"}, "webhook", 400),
+        ({"webhook": "https://example.com/h", "webhook_events": ["done"]}, "webhook_events", 400),
+        ({"priority": 6}, "priority", 400),  # over the key's cap (max_priority 5)
+        ({"priority": 101}, "priority", 422),  # over any cap: the schema's range
+        ({"max_queue_seconds": 0}, "max_queue_seconds", 422),
+        ({"deadline": "tomorrow"}, "deadline", 422),
+    ],
+)
+def test_bad_job_options_name_the_field_and_queue_nothing(
+    client: TestClient, extra: dict[str, Any], field: str, status: int
+) -> None:
+    before = len(client.get("/jobs", params={"limit": 500}).json()["jobs"])
+    answer = client.post("/jobs", json={**FAST, **extra})
+    assert answer.status_code == status, answer.text
+    if status == 400:
+        assert answer.json()["error"]["param"] == field, answer.json()
+    else:
+        assert answer.json()["detail"][0]["loc"][-1] == field, answer.json()
+    assert len(client.get("/jobs", params={"limit": 500}).json()["jobs"]) == before
+
+
+def test_prefer_wait_answers_with_the_finished_record(client: TestClient) -> None:
+    answer = client.post("/jobs", json=FAST, headers={"Prefer": "wait=60"})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["preference-applied"] == "wait=60"
+    assert answer.json()["status"] == "succeeded"
+    assert answer.json()["download_url"]
+
+
+def test_prefer_wait_too_short_is_the_usual_202(client: TestClient) -> None:
+    answer = client.post("/jobs", json=SLOW, headers={"Prefer": "wait=0.2"})
+    assert answer.status_code == 202
+    assert answer.json()["status"] in ("queued", "running")
+    wait_done(client, answer.json()["id"])
+
+
+def test_priorities_and_deadlines_under_a_full_queue(client: TestClient) -> None:
+    busy = client.post("/jobs", json=SLOW).json()
+    while client.get(f"/jobs/{busy['id']}").json()["status"] == "queued":
+        time.sleep(0.02)
+    low = client.post("/jobs", json=FAST).json()
+    doomed = client.post("/jobs", json={**FAST, "max_queue_seconds": 0.5}).json()
+    high = client.post("/jobs", json={**FAST, "priority": 5}).json()
+    mid = client.post("/jobs", json={**FAST, "priority": 2}).json()
+    assert client.post("/jobs", json=FAST).status_code == 429  # four queued: full
+    positions = {
+        j["id"]: client.get(f"/jobs/{j['id']}").json()["queue_position"]
+        for j in (low, doomed, high, mid)
+    }
+    assert positions == {high["id"]: 1, mid["id"]: 2, low["id"]: 3, doomed["id"]: 4}
+    final = {j["id"]: wait_done(client, j["id"]) for j in (busy, low, doomed, high, mid)}
+    expired = final[doomed["id"]]
+    assert (expired["status"], expired["started_at"], expired["attempts"]) == ("expired", None, 0)
+    assert "deadline" in expired["error"]
+    ran = sorted((final[j["id"]]["started_at"], j["id"]) for j in (low, high, mid))
+    assert [job_id for _, job_id in ran] == [high["id"], mid["id"], low["id"]]
+
+
+def test_the_event_stream_follows_a_job_to_its_end(client: TestClient) -> None:
+    job = client.post("/jobs", json=FAST).json()
+    with httpx_sse.connect_sse(client, "GET", job["events_url"]) as source:
+        assert source.response.headers["content-type"].startswith("text/event-stream")
+        events = list(source.iter_sse())
+    kinds = [e.event for e in events]
+    statuses = [e.json()["status"] for e in events if e.event == "status"]
+    assert statuses == ["queued", "running", "succeeded"], kinds
+    steps = [e.json()["step"] for e in events if e.event == "progress"]
+    assert steps == sorted(steps) and steps[-1] == 4, kinds
+    assert kinds[-1] == "done"
+    record = events[-1].json()
+    assert (record["id"], record["status"]) == (job["id"], "succeeded")
+    # Resume after the first event: the rest, without it.
+    first_id = events[0].id
+    with httpx_sse.connect_sse(
+        client, "GET", job["events_url"], headers={"Last-Event-ID": first_id}
+    ) as source:
+        resumed = list(source.iter_sse())
+    assert [e.id for e in resumed if e.id] == [e.id for e in events if e.id][1:]
+    assert resumed[-1].event == "done"
+    bad = client.get(job["events_url"], headers={"Last-Event-ID": "nonsense"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "Last-Event-ID"
+    assert client.get("/jobs/nope/events").status_code == 404
+
+
+def test_webhooks_carry_the_job_record_signed(client: TestClient) -> None:
+    with webhook_receiver() as receiver:
+        body = {**FAST, "webhook": receiver.url, "webhook_events": ["start", "completed"]}
+        job = client.post("/jobs", json=body).json()
+        assert job["webhook_events"] == ["start", "completed"]
+        got = receiver.wait_for(2, timeout=60)
+        deadline = time.monotonic() + 20
+        while True:
+            record = client.get(f"/jobs/{job['id']}").json()
+            if all(d["status"] == "delivered" for d in record["webhook_deliveries"]):
+                break
+            assert time.monotonic() < deadline, record["webhook_deliveries"]
+            time.sleep(0.05)
+    assert [r.type for r in got] == ["job.start", "job.completed"]
+    assert receiver.forged == 0
+    assert got[1].data["status"] == "succeeded" and got[1].data["id"] == job["id"]
+    assert got[1].data["download_url"]
+    log = record["webhook_deliveries"]
+    assert [(d["event"], d["attempts"], d["response_status"]) for d in log] == [
+        ("start", 1, 204),
+        ("completed", 1, 204),
+    ]
+    assert [d["id"] for d in log] == [r.id for r in got]
