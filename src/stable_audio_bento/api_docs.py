@@ -24,7 +24,8 @@ ENVELOPE = {"$ref": "#/components/schemas/ErrorResponse"}
 METHODS = ("get", "post", "put", "patch", "delete")
 DESCRIPTIONS = {
     400: "Bad request: a body that is not JSON (or NaN, a lone surrogate), a value out of the "
-    "model's range; the envelope names the field",
+    "model's range, a webhook URL the server will not call, a priority over the API key's cap; "
+    "the envelope names the field",
     401: "Missing or invalid API key",
     404: "No such model, job or output (or one that belongs to another API key)",
     409: "Idempotency-Key reused with another body, or the job has no audio yet",
@@ -73,6 +74,8 @@ def statuses(path: str, method: str, has_body: bool) -> set[int]:
             out |= {503}
         else:
             out |= {404, 503} | ({409} if path.endswith("/audio") else set())
+            if path.endswith("/events"):
+                out |= {400}  # a Last-Event-ID that is no event id
     if path.startswith("/outputs/"):
         out |= {404}
     if path == "/health":

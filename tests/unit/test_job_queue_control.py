@@ -196,6 +196,24 @@ class QueueControlContract:
         assert (done.status, done.attempts, done.response_status) == ("delivered", 2, 204)
         assert store.claim_delivery("a", lease_seconds=30) is None
 
+    def test_a_jobs_deliveries_go_out_in_order(self, make_store: MakeStore) -> None:
+        store = make_store()
+        job = store.create(new_job(webhook=HOOK, webhook_events=["start", "canceled"]))
+        store.claim("w", lease_seconds=30)
+        store.request_cancel(job.id)
+        store.mark_canceled(job.id, "w")
+        first = store.claim_delivery("a", lease_seconds=30)
+        assert first is not None and first[1].event == "start"
+        assert store.claim_delivery("b", lease_seconds=30) is None  # "canceled" waits
+        store.finish_delivery(job.id, first[1].id, "a", ok=False, retry_in=0.2)
+        assert store.claim_delivery("b", lease_seconds=30) is None  # still: start is first
+        time.sleep(0.3)
+        again = store.claim_delivery("b", lease_seconds=30)
+        assert again is not None and again[1].event == "start"
+        store.finish_delivery(job.id, again[1].id, "b", ok=True)
+        last = store.claim_delivery("b", lease_seconds=30)
+        assert last is not None and last[1].event == "canceled"
+
     def test_a_dead_senders_lease_expires_and_the_same_id_is_sent_again(
         self, make_store: MakeStore
     ) -> None:

@@ -88,7 +88,15 @@ async def job_events(
     "/jobs/{job_id}/events",
     summary="The job's status, progress and queue position as Server-Sent Events",
     response_class=StreamingResponse,
-    responses={200: {"content": {EVENT_STREAM: {"schema": {"type": "string"}}}}},
+    responses={
+        200: {
+            "description": "Server-Sent Events until the job ends. `status`: "
+            '{"status", "at", "error"?}; `progress`: {"step", "total", "at"}; `queue`: '
+            '{"position"} (while queued); `done`: the final job record, then the stream '
+            "closes. Logged events carry an `id` to resume from (`Last-Event-ID`).",
+            "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
+        }
+    },
 )
 async def stream_job_events(
     job_id: str,

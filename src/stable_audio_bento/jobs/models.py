@@ -130,9 +130,12 @@ class Job(BaseModel):
 
     @property
     def webhook_due(self) -> float | None:
-        """When the next pending delivery may be attempted (None: none pending)."""
-        due = [d.next_attempt_at for d in self.deliveries if d.status == "pending"]
-        return min(due) if due else None
+        """When the next delivery may be attempted (None: none pending).
+
+        A job's deliveries go out one at a time, in order: the first pending one is next.
+        """
+        pending = [d.next_attempt_at for d in self.deliveries if d.status == "pending"]
+        return pending[0] if pending else None
 
 
 @dataclass(frozen=True)

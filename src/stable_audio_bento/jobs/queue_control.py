@@ -23,7 +23,7 @@ from pydantic import AliasChoices, BaseModel, Field, field_validator
 
 from ..auth import Caller, owner_of
 from ..errors import InvalidRequestError
-from .models import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENTS, Job
+from .models import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENTS, Job, WebhookEvent
 from .store import MAX_PRIORITY
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ class JobFields(BaseModel):
         description="An http(s) URL that gets a signed POST (Standard Webhooks) for each of "
         "`webhook_events`; public hosts only, unless the server allows the host.",
     )
-    webhook_events: list[str] | None = Field(
+    webhook_events: list[WebhookEvent] | None = Field(
         default=None,
         validation_alias=AliasChoices("webhook_events", "webhook_events_filter"),
         description="Which of start, progress, completed, failed, canceled, expired to send "

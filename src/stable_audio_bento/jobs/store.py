@@ -201,25 +201,29 @@ class JobStore(abc.ABC):
         """Lease the next due webhook delivery to ``sender`` (None if none is due).
 
         Its attempt is counted now; until ``finish_delivery`` (or the lease's end, after which
-        it is due again: a sender that died) no other sender takes it.
+        it is due again: a sender that died) no other sender takes it. A job's deliveries go
+        out in order, one at a time: only its first pending one is ever leased.
         """
         taken: list[WebhookDelivery] = []
 
         def change(job: Job, now: float) -> Job | None:
             for i, delivery in enumerate(job.deliveries):
-                if delivery.status == "pending" and delivery.next_attempt_at <= now:
-                    leased = delivery.model_copy(
-                        update={
-                            "claimed_by": sender,
-                            "attempts": delivery.attempts + 1,
-                            "last_attempt_at": now,
-                            "next_attempt_at": now + lease_seconds,
-                        }
-                    )
-                    taken[:] = [leased]
-                    deliveries = list(job.deliveries)
-                    deliveries[i] = leased
-                    return job.model_copy(update={"deliveries": deliveries})
+                if delivery.status != "pending":
+                    continue
+                if delivery.next_attempt_at > now:
+                    return None  # the first pending one is not due (or is under way)
+                leased = delivery.model_copy(
+                    update={
+                        "claimed_by": sender,
+                        "attempts": delivery.attempts + 1,
+                        "last_attempt_at": now,
+                        "next_attempt_at": now + lease_seconds,
+                    }
+                )
+                taken[:] = [leased]
+                deliveries = list(job.deliveries)
+                deliveries[i] = leased
+                return job.model_copy(update={"deliveries": deliveries})
             return None
 
         for job_id in self._due_delivery_candidates(CLAIM_CANDIDATES):
