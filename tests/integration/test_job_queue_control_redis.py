@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -55,3 +56,40 @@ class TestRedisQueueControl(QueueControlContract):
         store.purge_expired(retention_seconds=0)
         with redis.Redis.from_url(redis_url) as client:
             assert client.keys(f"*{prefix}*") == []
+
+
+def test_a_record_of_the_previous_release_runs(redis_url: str, prefix: str) -> None:
+    """As the previous release left it: no new fields, queued under its creation time."""
+    old = new_job()
+    doc = {
+        k: v
+        for k, v in json.loads(old.model_dump_json()).items()
+        if k
+        not in (
+            "priority",
+            "max_queue_seconds",
+            "queue_deadline",
+            "webhook",
+            "webhook_events",
+            "deliveries",
+            "webhook_progress_at",
+        )
+    }
+    p = "{" + prefix + "}"
+    with redis.Redis.from_url(redis_url) as client:
+        client.set(f"{p}:job:{old.id}", json.dumps(doc))
+        client.zadd(f"{p}:queued", {old.id: old.created_at})
+        client.zadd(f"{p}:recent", {old.id: old.created_at})
+    store = RedisJobStore(redis_url, prefix)
+    try:
+        loaded = store.get(old.id)
+        assert (loaded.priority, loaded.webhook, store.events_after(old.id)) == (0, None, [])
+        store.create(new_job(priority=3))
+        # Its old score (creation time) sorts before every new one: it was queued first.
+        assert store.queue_position(loaded) == 1
+        claimed = store.claim("w", 30)
+        assert claimed is not None and claimed.id == old.id
+        store.mark_succeeded(old.id, "w", result_key="k", seed=1, sample_rate=1, duration=1)
+        assert [e["status"] for _, e in store.events_after(old.id)] == ["running", "succeeded"]
+    finally:
+        store.close()

@@ -6,6 +6,9 @@ on a real Redis. Two stores made in one test share state (two processes, or two 
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -237,18 +240,6 @@ class QueueControlContract:
         assert (delivery.status, delivery.error) == ("failed", "refused")
         assert store.get(job.id).webhook_due is None
 
-    def test_records_of_older_releases_still_claim(self, store: JobStore) -> None:
-        # A record without any of the new fields (as an older release wrote it) loads with
-        # the defaults: priority 0, no deadline, no webhook.
-        job = store.create(new_job())
-        assert (job.priority, job.queue_deadline, job.webhook, job.deliveries) == (
-            0,
-            None,
-            None,
-            [],
-        )
-        assert store.claim("w", lease_seconds=30) is not None
-
 
 class TestSQLiteQueueControl(QueueControlContract):
     @pytest.fixture
@@ -361,3 +352,37 @@ def test_prefer_wait() -> None:
     assert prefer_wait("respond-async, wait=120", 60) == 60
     assert prefer_wait("return=minimal", 60) is None
     assert prefer_wait(None, 60) is None
+
+
+def test_a_database_of_the_previous_release_is_migrated_and_its_jobs_run(tmp_path: Path) -> None:
+    """The previous release's schema and record (no priority, deadline, webhook, event log)."""
+    path = tmp_path / "old.sqlite3"
+    old = new_job()
+    new_fields = ("priority", "max_queue_seconds", "queue_deadline", "webhook", "webhook_events")
+    doc = {
+        k: v
+        for k, v in json.loads(old.model_dump_json()).items()
+        if k not in (*new_fields, "deliveries", "webhook_progress_at")
+    }
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(
+            "CREATE TABLE jobs (id TEXT PRIMARY KEY, status TEXT NOT NULL, created_at REAL"
+            " NOT NULL, finished_at REAL, lease_expires_at REAL, idempotency_key TEXT UNIQUE,"
+            " doc TEXT NOT NULL, owner TEXT);"
+        )
+        conn.execute(
+            "INSERT INTO jobs VALUES (?, 'queued', ?, NULL, NULL, NULL, ?, NULL)",
+            (old.id, old.created_at, json.dumps(doc)),
+        )
+        conn.commit()
+    with SQLiteJobStore(path) as store:
+        loaded = store.get(old.id)
+        assert (loaded.priority, loaded.queue_deadline, loaded.webhook) == (0, None, None)
+        assert store.events_after(old.id) == []  # it has no log from before
+        urgent = store.create(new_job(priority=3))
+        assert store.queue_position(loaded) == 2
+        first, second = store.claim("w", 30), store.claim("w", 30)
+        assert first is not None and second is not None
+        assert (first.id, second.id) == (urgent.id, old.id)
+        store.mark_succeeded(old.id, "w", result_key="k", seed=1, sample_rate=1, duration=1)
+        assert statuses(store, old.id) == ["running", "succeeded"]  # logged from now on
