@@ -164,3 +164,34 @@ def test_webhooks_carry_the_job_record_signed(client: TestClient) -> None:
         ("completed", 1, 204),
     ]
     assert [d["id"] for d in log] == [r.id for r in got]
+
+
+def test_audio_in_jobs_take_the_same_fields(client: TestClient) -> None:
+    from tests.inprocess.test_audio_in_routes import clip, wav
+
+    files = {"audio": ("take.wav", wav(clip(1.0)), "audio/wav")}
+    form = {"prompt": "a brighter take", "steps": "4", "init_noise_level": "0.5"}
+    bad = client.post("/jobs/variations", data={**form, "priority": "9"}, files=files)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "priority"
+    refused = client.post(
+        "/jobs/variations", data={**form, "webhook": "http://192.168.1.1/x"}, files=files
+    )
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "webhook"
+    with webhook_receiver() as receiver:
+        fields = {
+            **form,
+            "priority": "2",
+            "webhook": receiver.url,
+            "webhook_events": "start,completed",
+            "max_queue_seconds": "600",
+        }
+        job = client.post("/jobs/variations", data=fields, files=files).json()
+        assert (job["priority"], job["webhook_events"]) == (2, ["start", "completed"])
+        assert job["queue_deadline"] is not None
+        with httpx_sse.connect_sse(client, "GET", job["events_url"]) as source:
+            events = list(source.iter_sse())
+        got = receiver.wait_for(2, timeout=60)
+    assert events[-1].event == "done" and events[-1].json()["status"] == "succeeded"
+    assert events[-1].json()["mode"] == "audio-to-audio"
+    assert [r.type for r in got] == ["job.start", "job.completed"]
+    assert receiver.forged == 0
