@@ -195,3 +195,13 @@ def test_audio_in_jobs_take_the_same_fields(client: TestClient) -> None:
     assert events[-1].json()["mode"] == "audio-to-audio"
     assert [r.type for r in got] == ["job.start", "job.completed"]
     assert receiver.forged == 0
+
+
+def test_a_deadline_already_past_expires_the_job_unrun(client: TestClient) -> None:
+    answer = client.post("/jobs", json={**FAST, "deadline": "2000-01-01T00:00:00Z"})
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["queue_deadline"] == "2000-01-01T00:00:00+00:00"
+    job = wait_done(client, answer.json()["id"], timeout=30)
+    assert (job["status"], job["attempts"], job["started_at"]) == ("expired", 0, None)
+    naive = client.post("/jobs", json={**FAST, "deadline": "2030-01-01T00:00:00"})
+    assert naive.status_code == 400 and naive.json()["error"]["param"] == "deadline"

@@ -146,6 +146,7 @@ class JobFields(BaseModel):
     )
     deadline: datetime | None = Field(
         default=None,
+        strict=False,  # JSON has no datetime type: a string (or a number) even in strict models
         description="The same as an absolute time (ISO 8601 with a time zone, or epoch "
         "seconds); with both, the earlier wins.",
     )
