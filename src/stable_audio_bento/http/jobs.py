@@ -30,7 +30,7 @@ from .job_events import wait_finished
 router = APIRouter(tags=["jobs"])
 
 
-class JobRequest(GenerationsRequest, JobFields):
+class JobRequest(JobFields, GenerationsRequest):
     """``POST /jobs``: a generation (stable-audio-api's fields) plus queue control and webhooks."""
 
 
