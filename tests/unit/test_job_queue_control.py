@@ -386,3 +386,14 @@ def test_a_database_of_the_previous_release_is_migrated_and_its_jobs_run(tmp_pat
         assert (first.id, second.id) == (urgent.id, old.id)
         store.mark_succeeded(old.id, "w", result_key="k", seed=1, sample_rate=1, duration=1)
         assert statuses(store, old.id) == ["running", "succeeded"]  # logged from now on
+
+
+def test_priority_is_an_integer_as_json_schema_counts_them() -> None:
+    from pydantic import ValidationError
+
+    from stable_audio_bento.http.jobs import JobRequest
+
+    assert JobRequest.model_validate({"prompt": "x", "priority": 9.0}).priority == 9
+    for value in (8.5, "8", True):
+        with pytest.raises(ValidationError):
+            JobRequest.model_validate({"prompt": "x", "priority": value})

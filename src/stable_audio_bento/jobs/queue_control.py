@@ -164,6 +164,14 @@ class JobFields(BaseModel):
         "STABLE_AUDIO_WEBHOOK_PROGRESS_SECONDS.",
     )
 
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _integral(cls, value: Any) -> Any:
+        # JSON Schema counts 8.0 as an integer (8.5, "8" and true stay refused), as for steps.
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
     @field_validator("webhook_events", mode="before")
     @classmethod
     def _event_list(cls, value: Any) -> Any:
