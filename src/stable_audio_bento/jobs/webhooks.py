@@ -51,15 +51,12 @@ MAX_RETRY_SECONDS = 3600.0
 USER_AGENT = "stable-audio-bento-webhooks"
 
 
-class WebhookURLError(InvalidRequestError):
-    """A webhook URL that the server will not call."""
-
-
 def check_webhook_url(url: str, allow_hosts: list[str], field: str = "webhook") -> None:
-    """Raise WebhookURLError unless ``url`` is an http(s) URL to a public host (or allowed)."""
+    """Raise InvalidRequestError (naming ``field``) unless ``url`` is an http(s) URL to a
+    public host, or to a host in ``allow_hosts``."""
 
-    def refuse(reason: str) -> WebhookURLError:
-        return WebhookURLError(f"`{field}` {reason}.", field=field)
+    def refuse(reason: str) -> InvalidRequestError:
+        return InvalidRequestError(f"`{field}` {reason}.", field=field)
 
     if len(url) > MAX_URL_CHARS:
         raise refuse(f"is longer than {MAX_URL_CHARS} characters")
@@ -217,8 +214,8 @@ class WebhookSender:
             return False, -1, "the job has no webhook"
         try:
             check_webhook_url(url, self.allow_hosts)
-        except WebhookURLError as e:
-            return False, -1, str(e)
+        except InvalidRequestError as e:
+            return False, -1, e.message
         body = delivery_body(job, delivery, self.render(job))
         now = datetime.now(UTC)
         headers = {
