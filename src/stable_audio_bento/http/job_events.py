@@ -60,7 +60,6 @@ async def job_events(
     store = runtime.jobs
     last, position = after, None
     quiet_since = time.monotonic()
-    yield "retry: 1000\n\n"
     while True:
         finished = job.finished
         for event_id, event in await run_in_threadpool(store.events_after, job.id, last):
