@@ -85,6 +85,17 @@ def test_prefer_wait_answers_with_the_finished_record(client: TestClient) -> Non
     assert answer.json()["download_url"]
 
 
+def test_prefer_wait_with_accept_audio_answers_with_the_audio(client: TestClient) -> None:
+    answer = client.post("/jobs", json=FAST, headers={"Prefer": "wait=60", "Accept": "audio/wav"})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "audio/wav"
+    assert answer.headers["preference-applied"] == "wait=60"
+    assert answer.content[:4] == b"RIFF" and len(answer.content) > 44
+    job = client.get(answer.headers["location"]).json()
+    assert job["status"] == "succeeded"
+    assert client.get(job["audio_url"]).content == answer.content
+
+
 def test_prefer_wait_too_short_is_the_usual_202(client: TestClient) -> None:
     answer = client.post("/jobs", json=SLOW, headers={"Prefer": "wait=0.2"})
     assert answer.status_code == 202

@@ -123,10 +123,12 @@ async def create_job(
         Header(
             max_length=200,
             description="`wait=N`: hold the answer up to N seconds (at most "
-            "STABLE_AUDIO_MAX_WAIT_SECONDS); 200 with the finished record, else the 202.",
+            "STABLE_AUDIO_MAX_WAIT_SECONDS); 200 with the finished record (or, with an "
+            "`Accept` of audio/* or application/zip, the audio of a succeeded job), else the 202.",
         ),
     ] = None,
-) -> JSONResponse:
+    accept: Annotated[str | None, Header(max_length=500)] = None,
+) -> Response:
     headers = ignored_fields_headers(body, runtime.settings, "/jobs")
     options = await run_in_threadpool(body.to_options().checked, runtime.settings, caller)
     job = await run_in_threadpool(
@@ -138,6 +140,11 @@ async def create_job(
         job = await wait_finished(runtime.jobs, job, wait)
         headers["Preference-Applied"] = f"wait={wait:g}"
         status = 200 if job.finished else 202
+        wants_audio = accept is not None and ("audio/" in accept or "application/zip" in accept)
+        if wants_audio and job.status == "succeeded":
+            audio = await job_audio(job.id, runtime, caller)
+            audio.headers.update({**headers, "Location": f"{base}/jobs/{job.id}"})
+            return audio
     view = await run_in_threadpool(job_view, job, runtime, base)
     return JSONResponse(
         view, status_code=status, headers={**headers, "Location": view["status_url"]}
