@@ -216,3 +216,40 @@ def test_a_deadline_already_past_expires_the_job_unrun(client: TestClient) -> No
     assert (job["status"], job["attempts"], job["started_at"]) == ("expired", 0, None)
     naive = client.post("/jobs", json={**FAST, "deadline": "2030-01-01T00:00:00"})
     assert naive.status_code == 400 and naive.json()["error"]["param"] == "deadline"
+
+
+def test_priority_caps_and_event_streams_follow_the_api_key(
+    demo_tag: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from stable_audio_bento.auth import ApiKeyMiddleware
+    from stable_audio_bento.http import create_app
+    from stable_audio_bento.runtime import Runtime
+
+    keys = ["alice-key", "bob-key"]
+    settings = make_settings(
+        tmp_path_factory.mktemp("caps"),
+        api_keys=keys,
+        max_priority=1,
+        priority_caps={"alice-key": 7},
+    )
+    runtime = Runtime(settings)
+    runtime.start()
+    app = ApiKeyMiddleware(create_app(runtime), keys=keys, admin_keys=["root-key"])
+    alice, bob = ({"Authorization": f"Bearer {k}"} for k in keys)
+    root = {"Authorization": "Bearer root-key"}
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            mine = client.post("/jobs", json={**FAST, "priority": 7}, headers=alice)
+            assert mine.status_code == 202, mine.text
+            over = client.post("/jobs", json={**FAST, "priority": 2}, headers=bob)
+            assert over.status_code == 400
+            assert over.json()["error"]["param"] == "priority"
+            assert "from 0 to 1" in over.json()["error"]["message"]
+            assert client.post("/jobs", json={**FAST, "priority": 100}, headers=root).is_success
+            events = f"/jobs/{mine.json()['id']}/events"
+            assert client.get(events, headers=bob).status_code == 404  # not bob's job
+            assert client.get(events).status_code == 401
+            with httpx_sse.connect_sse(client, "GET", events, headers=alice) as source:
+                assert [e.event for e in source.iter_sse()][-1] == "done"
+    finally:
+        runtime.stop()
