@@ -2,10 +2,12 @@
 
 One worker and a small queue, so priorities and deadlines show under a full queue; a real
 receiver on 127.0.0.1 (allowed by STABLE_AUDIO_WEBHOOK_ALLOW_HOSTS) checks every signature.
+Every test runs on the SQLite store and on a real Redis.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +17,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.inprocess.conftest import app_client, make_settings
+from tests.servers import redis_server
 from tests.webhook_receiver import SECRET, webhook_receiver
 
 FAST: dict[str, Any] = {"prompt": "rain on a tin roof", "duration": 1.0, "steps": 4}
@@ -22,9 +25,25 @@ SLOW: dict[str, Any] = {"prompt": "a long thunderstorm", "duration": 1.0, "steps
 
 
 @pytest.fixture(scope="module")
-def client(demo_tag: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+def redis_url() -> Iterator[str]:
+    with redis_server() as server:
+        yield server.url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "redis"])
+def client(
+    demo_tag: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[TestClient]:
+    store: dict[str, Any] = {}
+    if request.param == "redis":
+        store = {
+            "job_store": "redis",
+            "redis_url": request.getfixturevalue("redis_url"),
+            "redis_prefix": f"qc-{secrets.token_hex(4)}",
+        }
     settings = make_settings(
         tmp_path_factory.mktemp("queue-control"),
+        **store,
         job_queue_size=4,
         job_workers=1,
         max_priority=5,
