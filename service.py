@@ -48,6 +48,7 @@ from stable_audio_bento.http.native import (  # noqa: E402
     plan_task,
     write_output,
 )
+from stable_audio_bento.http.views import bind_views  # noqa: E402
 from stable_audio_bento.lifecycle import exit_when_orphaned, requeue_on_sigterm  # noqa: E402
 from stable_audio_bento.pipeline.generation import GeneratedAudio  # noqa: E402
 from stable_audio_bento.schemas import AudioGenerateRequest  # noqa: E402
@@ -133,6 +134,7 @@ class StableAudio:
 
         self.runtime = Runtime(settings)
         app.state.runtime = self.runtime
+        bind_views(self.runtime)
         # Running jobs go back to the queue the moment this process is told to stop, or finds
         # its supervisor gone (a kill -9 of the server leaves BentoML's workers running).
         requeue_on_sigterm(self.runtime.worker.begin_shutdown)

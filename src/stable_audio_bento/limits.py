@@ -58,3 +58,6 @@ RESERVED_SAMPLER_KWARGS = frozenset(
         "return_latents",
     }
 )
+
+# Job priorities run from 0 to this; the queue is ordered by priority, then age.
+MAX_PRIORITY = 100

@@ -5,17 +5,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import suppress
+from typing import Any
 
 from .errors import (
     ModelLoadError,
     ModelNotFoundError,
 )
 from .jobs.factory import job_store_from_settings
+from .jobs.queue_control import JobOptions
 from .jobs.records import Job
 from .jobs.runner import JobRunner
 from .jobs.sources import SourceStore, sources_from_settings, sweep_sources
 from .jobs.storage import Storage, storage_from_settings
 from .jobs.store import JobStore
+from .jobs.webhooks import WebhookSender
 from .jobs.worker import JobWorker
 from .pipeline.audio_to_audio import AudioToAudio
 from .pipeline.generation import AudioGenerator, GeneratedAudio
@@ -53,6 +56,20 @@ class Runtime:
                 self.sources, self.jobs, settings.job_retention_seconds
             ),
         )
+        # The public job record, as the HTTP edge renders it (``http.views.bind_views``).
+        self.render_job: Callable[[Job], dict[str, Any]] | None = None
+        self.webhooks: WebhookSender | None = None
+        if settings.webhook_secret is not None:
+            self.webhooks = WebhookSender(
+                self.jobs,
+                settings.webhook_secret,
+                self.job_record,
+                allow_hosts=settings.webhook_allow_hosts,
+                timeout=settings.webhook_timeout,
+                max_attempts=settings.webhook_max_attempts,
+                retry_seconds=settings.webhook_retry_seconds,
+                threads=settings.webhook_senders,
+            )
         self.ready = False
         # The device models run on: the requested one until a model has loaded and said.
         self.device: str = settings.device
@@ -72,11 +89,15 @@ class Runtime:
         self.registry.preload()
         self.device = self._default_device()
         self.worker.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
         self.ready = True
 
     def stop(self) -> None:
         self.ready = False
         self.worker.stop()
+        if self.webhooks is not None:
+            self.webhooks.stop()
         self.registry.close()
         self.jobs.close()
 
@@ -92,9 +113,16 @@ class Runtime:
         params: GenerationParams,
         idempotency_key: str | None = None,
         owner: str | None = None,
+        options: JobOptions | None = None,
     ) -> Job:
         """Queue a text-to-audio job (``JobRunner.submit``)."""
-        return self.runner.submit(params, idempotency_key, owner)
+        return self.runner.submit(params, idempotency_key, owner, options)
+
+    def job_record(self, job: Job) -> dict[str, Any]:
+        """The public job record (webhook bodies): the HTTP edge's view, set by ``create_app``."""
+        if self.render_job is None:
+            raise RuntimeError("no job view: the HTTP app was not created for this runtime")
+        return self.render_job(job)
 
     @staticmethod
     def job_params(job: Job) -> GenerationParams:

@@ -180,7 +180,9 @@ class AudioGenerateRequest(CompatRequest):
         description="Playback speed (pitch-preserving stretch).",
     )
     stream_format: Literal["sse", "audio"] | None = Field(
-        default="audio", description="'audio' (the file in the body); 'sse' is not supported."
+        default="audio",
+        description="'audio': the file in the body; 'sse': progress events, then the file in "
+        "base64 chunks (text/event-stream; ours: vLLM-Omni refuses it).",
     )
     audio_length: float | None = Field(default=None, gt=0, description="Seconds of audio.")
     audio_start: float = Field(default=0.0, ge=0, description="Start time in seconds.")
@@ -193,14 +195,6 @@ class AudioGenerateRequest(CompatRequest):
     @classmethod
     def _input_not_blank(cls, value: str) -> str:
         return _not_blank(value, "input")
-
-    @field_validator("stream_format")
-    @classmethod
-    def _no_sse(cls, value: str | None) -> str | None:
-        # vLLM-Omni's answer, word for word.
-        if value == "sse":
-            raise ValueError("'sse' is not a supported stream_format yet. Please use 'audio'.")
-        return value
 
     def to_params(self) -> GenerationParams:
         return GenerationParams(

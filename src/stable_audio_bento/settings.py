@@ -163,6 +163,40 @@ class Settings(BaseSettings):
         description="Retry-After of a 429 (queue full) or a 503 (job store down), seconds.",
     )
 
+    # Queue control and webhooks (jobs)
+    max_priority: int = Field(
+        default=10,
+        ge=0,
+        le=100,
+        description="The highest job priority an API key may ask for (admin keys: 100).",
+    )
+    priority_caps: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=dict,
+        description="Per-key caps, comma-separated KEY=CAP pairs; override max_priority.",
+    )
+    max_wait_seconds: float = Field(
+        default=60.0, ge=0, description="The longest `Prefer: wait=N` on POST /jobs may hold."
+    )
+    webhook_secret: str | None = Field(
+        default=None,
+        description="Signs webhook deliveries (Standard Webhooks): whsec_ and base64 bytes. "
+        "Unset: jobs with a webhook are refused.",
+    )
+    webhook_allow_hosts: CommaList = Field(
+        default_factory=list,
+        description="Webhook hosts allowed though they resolve to loopback, private or "
+        "link-local addresses (names or IPs, exactly as in the URL).",
+    )
+    webhook_timeout: float = Field(default=10.0, gt=0, description="Seconds per attempt.")
+    webhook_max_attempts: int = Field(default=8, ge=1, description="Attempts per delivery.")
+    webhook_retry_seconds: float = Field(
+        default=5.0, gt=0, description="First retry delay; doubles per attempt, at most 1 h."
+    )
+    webhook_progress_seconds: float = Field(
+        default=5.0, ge=0, description="Progress deliveries at most this often, per job."
+    )
+    webhook_senders: int = Field(default=4, ge=1, description="Deliveries sent at once.")
+
     # Auth and links
     api_keys: CommaList = Field(default_factory=list)
     public_url: str | None = Field(
@@ -209,7 +243,39 @@ class Settings(BaseSettings):
     def _admin_keys(cls, value: object) -> object:
         return _split_commas(value)
 
-    @field_validator("preload_models", "api_keys", "cors_origins", mode="before")
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from standardwebhooks import Webhook
+
+        try:
+            Webhook(value)
+        except Exception as e:
+            raise ValueError("expected whsec_ followed by base64 bytes") from e
+        if not value.startswith("whsec_"):
+            raise ValueError("expected whsec_ followed by base64 bytes")
+        return value
+
+    @field_validator("priority_caps", mode="before")
+    @classmethod
+    def _cap_pairs(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        caps: dict[str, int] = {}
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            key, sep, cap = item.rpartition("=")
+            if not sep or not key.strip() or not cap.strip().isdigit() or int(cap) > 100:
+                raise ValueError("expected KEY=CAP pairs (CAP 0 to 100) separated by commas")
+            caps[key.strip()] = int(cap)
+        return caps
+
+    @field_validator(
+        "preload_models", "api_keys", "cors_origins", "webhook_allow_hosts", mode="before"
+    )
     @classmethod
     def _comma_lists(cls, value: object) -> object:
         return _split_commas(value)

@@ -29,6 +29,7 @@ EXPECTED = {
     "The sync API / With `AsyncHTTPClient`": {"thunder.wav": "wav", "birds.mp3": "mp3"},
     "The task API / With `AsyncHTTPClient`": {"waves.flac": "flac"},
     "The task API / With `SyncHTTPClient`": {"campfire.opus": "ogg"},
+    "Durable jobs from Python: wait, follow, or be called back / ": {"door.wav": "wav"},
 }
 
 

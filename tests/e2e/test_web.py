@@ -397,3 +397,16 @@ def test_api_key_asked_for_and_sent(
             expect(page.locator("#key-state")).to_contain_text("saved")
         finally:
             context.close()
+
+
+def test_the_page_follows_jobs_through_their_event_stream(page: Page, server: BentoServer) -> None:
+    requests: list[tuple[str, str]] = []
+    page.on("request", lambda r: requests.append((r.method, r.url)))
+    open_ui(page, server)
+    fill_form(page, "A short bell", duration="1", steps="30")
+    page.click("#submit")
+    job_id = wait_for_result(page)
+    status_url = f"{server.url}/jobs/{job_id}"
+    assert ("GET", f"{status_url}/events") in requests, requests
+    assert ("GET", status_url) not in requests  # no polling
+    expect(page.locator("#progress-text")).to_contain_text("Done in")

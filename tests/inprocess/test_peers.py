@@ -6,12 +6,14 @@ The stable-audio-api README's model names (``small-sfx`` ...) are aliases of the
 
 from __future__ import annotations
 
+import base64
 import io
 import time
 import zipfile
 from collections.abc import Iterator
 from typing import Any
 
+import httpx_sse
 import numpy as np
 import pytest
 from starlette.testclient import TestClient
@@ -223,11 +225,6 @@ def test_vllm_examples_verbatim(client: TestClient) -> None:
     dog = client.post("/v1/audio/generate", json={"input": "A dog barking", "audio_length": 5.0})
     assert dog.status_code == 200, dog.text
     assert seconds_of(dog.content) == pytest.approx(5.0, abs=1 / 44100)
-    sse = client.post("/v1/audio/generate", json={"input": "x", "stream_format": "sse"})
-    assert sse.status_code == 422
-    (detail,) = sse.json()["detail"]
-    assert detail["loc"] == ["body", "stream_format"]
-    assert "'sse' is not a supported stream_format yet. Please use 'audio'." in detail["msg"]
     audio = client.post(
         "/v1/audio/generate", json={"input": "x", "audio_length": 1, "stream_format": "audio"}
     )
@@ -331,3 +328,38 @@ def test_health_in_the_peer_shape_plus_ours(client: TestClient) -> None:
     assert formats == ["wav", "pcm", "flac", "mp3", "aac", "opus"]
     page = client.get("/ui/app.js").text
     assert all(f'"{name}"' not in page for name in ("flac", "mp3", "aac"))
+
+
+def test_vllm_generate_streams_progress_then_the_audio_as_sse(client: TestClient) -> None:
+    # vLLM-Omni refuses stream_format "sse"; ours streams events (http/audio_stream.py).
+    body = {"input": "x", "audio_length": 1, "num_inference_steps": 5, "seed": 11}
+    plain = client.post("/v1/audio/generate", json=body)
+    with httpx_sse.connect_sse(
+        client, "POST", "/v1/audio/generate", json={**body, "stream_format": "sse"}
+    ) as source:
+        assert source.response.status_code == 200
+        assert source.response.headers["content-type"].startswith("text/event-stream")
+        events = list(source.iter_sse())
+    kinds = [e.event for e in events]
+    steps = [e.json()["step"] for e in events if e.event == "progress"]
+    assert steps == [1, 2, 3, 4, 5], kinds
+    chunks = [e.json() for e in events if e.event == "audio"]
+    assert [c["index"] for c in chunks] == list(range(len(chunks)))
+    data = b"".join(base64.b64decode(c["data"]) for c in chunks)
+    assert data == plain.content  # the same file as stream_format "audio"
+    done = events[-1]
+    assert kinds.index("audio") > max(i for i, k in enumerate(kinds) if k == "progress")
+    assert done.event == "done"
+    assert done.json() == {
+        "media_type": "audio/wav",
+        "format": "wav",
+        "bytes": len(data),
+        "chunks": len(chunks),
+        "seed": 11,
+        "sample_rate": int(plain.headers["x-sample-rate"]),
+        "duration": pytest.approx(1.0, abs=1 / 44100),
+        "model": plain.headers["x-model"],
+    }
+    # A bad request is the usual 4xx, before any stream.
+    bad = client.post("/v1/audio/generate", json={**body, "stream_format": "sse", "model": "no"})
+    assert bad.status_code == 404 and bad.json()["error"]["param"] == "model"

@@ -113,7 +113,7 @@ def test_vllm_errors_name_the_clients_fields() -> None:
         ("num_inference_steps", 8.5, "int_type"),
         ("num_inference_steps", "8", "int_type"),
         ("input", "   ", "value_error"),
-        ("stream_format", "sse", "value_error"),
+        ("stream_format", "json", "literal_error"),
         ("seed", -2, "greater_than_equal"),
         ("seed", SEED_MAX + 1, "less_than_equal"),
         ("response_format", "ogg", "literal_error"),

@@ -6,8 +6,9 @@ from fastapi import FastAPI
 
 from ..runtime import Runtime
 from . import audio_to_audio as audio_in
-from . import generate, health, jobs, outputs
+from . import generate, health, job_events, jobs, outputs
 from .errors import install_error_handlers
+from .views import bind_views
 from .web import mount_web
 
 
@@ -21,8 +22,9 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     )
     if runtime is not None:
         app.state.runtime = runtime
+        bind_views(runtime)
     install_error_handlers(app)
-    for module in (generate, audio_in, jobs, health, outputs):
+    for module in (generate, audio_in, jobs, job_events, health, outputs):
         app.include_router(module.router)
     mount_web(app)
     return app

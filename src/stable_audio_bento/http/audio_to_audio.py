@@ -28,6 +28,7 @@ from .. import limits
 from ..engine import AUDIO_TO_AUDIO, CONTINUATION, INPAINTING
 from ..errors import InvalidRequestError
 from ..formats import FormatName
+from ..jobs.queue_control import JobFields
 from ..pipeline.audio_to_audio import DEFAULT_NOISE_LEVEL, AudioInParams
 from ..pipeline.source_audio import check_size
 from ..schemas import STABLE_API, GenerationParams, Seed
@@ -36,6 +37,7 @@ from .deps import CallerDep, IdempotencyKeyHeader, PublicBaseDep, RuntimeDep
 from .errors import OPENAPI_ERRORS
 from .fields import ignored_fields_headers
 from .generate import AUDIO_CONTENT, audio_response
+from .middleware.auth import priority_cap
 from .views import job_view
 
 router = APIRouter(tags=["audio in"])
@@ -48,8 +50,11 @@ ROUTES = {
 Seconds = float | list[float] | None
 
 
-class AudioInFields(NullMeansUnset):
-    """The fields of an audio-in request besides the file (form fields or JSON)."""
+class AudioInFields(JobFields, NullMeansUnset):
+    """The fields of an audio-in request besides the file (form fields or JSON).
+
+    The job fields (priority, deadline, webhook: ``JobFields``) are read by the job routes.
+    """
 
     # Fields these routes do not take are ignored and named (X-Ignored-Fields), as on the
     # text routes: the stand-in's client sends its text fields (apg_scale...) here too.
@@ -255,8 +260,16 @@ def _sync_route(name: str, mode: str) -> None:
         )
         ignored = ignored_fields_headers(fields, runtime.settings, f"/jobs/{name}")
         spec = fields.to_spec(mode)
+        cap = priority_cap(runtime.settings, caller)
+        options = await run_in_threadpool(fields.to_options().checked, runtime.settings, cap)
         queued = await run_in_threadpool(
-            runtime.runner.submit_audio, spec, data, filename, idempotency_key, caller.owner
+            runtime.runner.submit_audio,
+            spec,
+            data,
+            filename,
+            idempotency_key,
+            caller.owner,
+            options,
         )
         view = job_view(queued, runtime, base)
         headers = {**ignored, "Location": view["status_url"]}

@@ -55,7 +55,8 @@ STATUSES: dict[int, Status] = {
     400: Status(
         "BadRequestError",
         "Bad request: a body that is not JSON (or NaN, a lone surrogate), a value out of the "
-        "model's range; the envelope names the field",
+        "model's range, a webhook URL the server will not call, a priority over the API key's "
+        "cap; the envelope names the field",
     ),
     401: Status("AuthenticationError", "Missing or invalid API key"),
     404: Status(

@@ -14,9 +14,11 @@ from ..archive import ZIP_MEDIA_TYPE
 from ..formats import FORMATS
 from ..pipeline.generation import GeneratedAudio
 from ..schemas import AudioGenerateRequest, GenerationsRequest
+from .audio_stream import SSE_DESCRIPTION, stream_generation
 from .deps import RuntimeDep
 from .errors import OPENAPI_ERRORS
 from .fields import ignored_fields_headers, joined_ignored
+from .job_events import EVENT_STREAM
 
 router = APIRouter(tags=["generate"])
 
@@ -42,11 +44,19 @@ def audio_response(result: GeneratedAudio, headers: Mapping[str, str] | None = N
 @router.post(
     "/v1/audio/generate",
     response_class=Response,
-    responses={200: {"content": AUDIO_CONTENT}, **OPENAPI_ERRORS},
+    responses={
+        200: {
+            "description": SSE_DESCRIPTION,
+            "content": {**AUDIO_CONTENT, EVENT_STREAM: {"schema": {"type": "string"}}},
+        },
+        **OPENAPI_ERRORS,
+    },
     summary="Generate audio (vLLM-Omni Audio Generate API)",
 )
 def audio_generate(body: AudioGenerateRequest, runtime: RuntimeDep) -> Response:
     headers = ignored_fields_headers(body, runtime.settings, "/v1/audio/generate")
+    if body.stream_format == "sse":
+        return stream_generation(runtime, body.to_params(), headers)
     return audio_response(runtime.generate(body.to_params()), headers)
 
 

@@ -9,39 +9,78 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from ..archive import media_type_of
 from ..errors import StorageError
+from ..jobs.queue_control import JobFields, prefer_wait
 from ..jobs.storage import LocalStorage
 from ..schemas import GenerationsRequest
 from .deps import CallerDep, IdempotencyKeyHeader, PublicBaseDep, RuntimeDep
 from .errors import error_response
 from .fields import IGNORED_HEADER, ignored_fields_headers, joined_ignored
+from .job_events import wait_finished
+from .middleware.auth import priority_cap
 from .views import compact_view, job_view
 
 router = APIRouter(tags=["jobs"])
 
 
-@router.post("/jobs", status_code=202, summary="Queue a generation job")
-def create_job(
-    body: GenerationsRequest,
+class JobRequest(JobFields, GenerationsRequest):
+    """``POST /jobs``: a generation (stable-audio-api's fields) plus queue control and webhooks."""
+
+
+@router.post(
+    "/jobs",
+    status_code=202,
+    summary="Queue a generation job (with `Prefer: wait=N`: the finished record if done in time)",
+    responses={200: {"description": "Finished within the `Prefer: wait` time: the record"}},
+)
+async def create_job(
+    body: JobRequest,
     runtime: RuntimeDep,
     base: PublicBaseDep,
     caller: CallerDep,
     idempotency_key: IdempotencyKeyHeader = None,
-) -> JSONResponse:
+    prefer: Annotated[
+        str | None,
+        Header(
+            max_length=200,
+            description="`wait=N`: hold the answer up to N seconds (at most "
+            "STABLE_AUDIO_MAX_WAIT_SECONDS); 200 with the finished record (or, with an "
+            "`Accept` of audio/* or application/zip, the audio of a succeeded job), else the 202.",
+        ),
+    ] = None,
+    accept: Annotated[str | None, Header(max_length=500)] = None,
+) -> Response:
     headers = ignored_fields_headers(body, runtime.settings, "/jobs")
+    cap = priority_cap(runtime.settings, caller)
+    options = await run_in_threadpool(body.to_options().checked, runtime.settings, cap)
     params = body.to_params()
-    job = runtime.submit_job(params, idempotency_key, owner=caller.owner)
+    job = await run_in_threadpool(
+        runtime.submit_job, params, idempotency_key, caller.owner, options
+    )
     # Peer fields the model cannot honour at their defaults (planning loads nothing).
     peer = runtime.generator.plan(params).ignored
     if peer:
         headers = {**headers, **joined_ignored(headers, {IGNORED_HEADER: ",".join(peer)})}
-    view = job_view(job, runtime, base)
-    return JSONResponse(view, status_code=202, headers={**headers, "Location": view["status_url"]})
+    status = 202
+    wait = prefer_wait(prefer, runtime.settings.max_wait_seconds)
+    if wait is not None:
+        job = await wait_finished(runtime.jobs, job, wait)
+        headers["Preference-Applied"] = f"wait={wait:g}"
+        status = 200 if job.finished else 202
+        wants_audio = accept is not None and ("audio/" in accept or "application/zip" in accept)
+        if wants_audio and job.status == "succeeded":
+            audio = await job_audio(job.id, runtime, caller)
+            audio.headers.update({**headers, "Location": f"{base}/jobs/{job.id}"})
+            return audio
+    view = await run_in_threadpool(job_view, job, runtime, base)
+    return JSONResponse(
+        view, status_code=status, headers={**headers, "Location": view["status_url"]}
+    )
 
 
 @router.get("/jobs", summary="Recent jobs of the caller's API key, newest first")

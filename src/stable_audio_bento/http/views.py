@@ -62,7 +62,36 @@ def job_view(job: Job, runtime: Runtime, base_url: str) -> dict[str, Any]:
         "params": job.params or None,
         "source": source_view(job),
         "audio_in": job.audio_in or None,
+        # Queue control and notifications.
+        "priority": job.priority,
+        "queue_position": runtime.jobs.queue_position(job) if job.status == "queued" else None,
+        "max_queue_seconds": job.max_queue_seconds,
+        "queue_deadline": _iso(job.queue_deadline),
+        "events_url": f"{base}/jobs/{job.id}/events",
+        "webhook": job.webhook,
+        "webhook_events": job.webhook_events if job.webhook else None,
+        "webhook_deliveries": [
+            {
+                "id": d.id,
+                "event": d.event,
+                "status": d.status,
+                "attempts": d.attempts,
+                "created_at": _iso(d.created_at),
+                "last_attempt_at": _iso(d.last_attempt_at),
+                "next_attempt_at": _iso(d.next_attempt_at) if d.status == "pending" else None,
+                "response_status": d.response_status,
+                "error": d.error,
+            }
+            for d in job.deliveries
+        ],
     }
+
+
+def bind_views(runtime: Runtime) -> None:
+    """Give ``runtime`` the public job record for what it sends itself (webhook bodies), with
+    links on ``STABLE_AUDIO_PUBLIC_URL``."""
+    base = runtime.settings.public_url or ""
+    runtime.render_job = lambda job: job_view(job, runtime, base)
 
 
 def source_view(job: Job) -> dict[str, Any] | None:

@@ -6,6 +6,8 @@ nothing imports them back. ``RedisJobStore`` is imported only when chosen (it lo
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..settings import Settings
 from .sqlite_store import SQLiteJobStore
 from .store import JobStore
@@ -13,10 +15,11 @@ from .store import JobStore
 
 def job_store_from_settings(settings: Settings) -> JobStore:
     """SQLite at ``job_db_path`` (one host) or Redis at ``redis_url`` (shared by replicas)."""
-    limits = {
+    limits: dict[str, Any] = {
         "max_queued": settings.job_queue_size,
         "max_attempts": settings.job_max_attempts,
         "retry_after": settings.job_retry_after,
+        "webhook_progress_seconds": settings.webhook_progress_seconds,
     }
     if settings.job_store == "redis":
         from .redis_store import RedisJobStore

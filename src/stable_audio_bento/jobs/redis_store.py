@@ -4,7 +4,11 @@ Layout (every key carries the ``{prefix}`` hash tag, so all live in one cluster 
 ``{p}:job:<id>`` the job as JSON; sorted sets ``{p}:queued`` (by created_at),
 ``{p}:running`` (by lease expiry), ``{p}:finished`` (by finished_at) and ``{p}:recent``
 (every job by created_at), ``{p}:recent:<owner>`` (one owner's jobs by created_at);
-``{p}:idem:<owner>:<key>`` (``{p}:idem:<key>`` for unowned jobs) -> job id. Creation is one
+``{p}:idem:<owner>:<key>`` (``{p}:idem:<key>`` for unowned jobs) -> job id;
+``{p}:deadlines`` (queued jobs with a deadline, by deadline), ``{p}:webhooks`` (jobs with a
+webhook delivery pending, by when it is due) and a stream ``{p}:events:<id>`` per job (its
+event log; stream ids are the SSE event ids). The queue is ordered by priority, then age (the
+score is ``queue_score``). Creation is one
 Lua script (exact queue bound, idempotency); every other change is WATCH/MULTI on the job's
 key, which makes two claims of one job impossible. Times come from the Redis server clock,
 so replicas with skewed clocks still agree on when a lease expired.
@@ -13,7 +17,9 @@ so replicas with skewed clocks still agree on when a lease expired.
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -23,8 +29,20 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
 from ..errors import JobNotFoundError, JobStoreUnavailableError
+from ..limits import MAX_PRIORITY
+from .events import Event
 from .records import Job
 from .store import Change, JobStore, scoped_idempotency_key
+
+# A job's event stream keeps about this many entries (progress is about one a second).
+EVENTS_KEPT = 2000
+_STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+
+
+def queue_score(job: Job) -> float:
+    """Higher priorities first, then older first: one float (exact to about 0.1 ms)."""
+    return (MAX_PRIORITY - job.priority) * 1e10 + job.created_at
+
 
 _CREATE = """
 if ARGV[5] == '1' then
@@ -36,10 +54,14 @@ if ARGV[5] == '1' then
 end
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[6]) then return {'full'} end
 redis.call('SET', KEYS[3], ARGV[2])
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[1], ARGV[7], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
 if ARGV[5] == '1' then redis.call('SET', KEYS[4], ARGV[1]) end
+if ARGV[8] ~= '' then redis.call('ZADD', KEYS[6], ARGV[8], ARGV[1]) end
+for i = 10, #ARGV do
+  redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[9], '*', 'event', ARGV[i])
+end
 return {'created'}
 """
 
@@ -75,8 +97,14 @@ class RedisJobStore(JobStore):
         max_queued: int = 64,
         max_attempts: int = 3,
         retry_after: int = 10,
+        webhook_progress_seconds: float = 5.0,
     ) -> None:
-        super().__init__(max_queued=max_queued, max_attempts=max_attempts, retry_after=retry_after)
+        super().__init__(
+            max_queued=max_queued,
+            max_attempts=max_attempts,
+            retry_after=retry_after,
+            webhook_progress_seconds=webhook_progress_seconds,
+        )
         # Every command here is quick: a Redis that stops answering is an error within seconds
         # (a 503 to the client, a retry in the worker), never a request that hangs.
         self._redis: Any = redis.Redis.from_url(
@@ -87,10 +115,15 @@ class RedisJobStore(JobStore):
         self._running = f"{self._p}:running"
         self._finished = f"{self._p}:finished"
         self._recent = f"{self._p}:recent"
+        self._deadlines = f"{self._p}:deadlines"
+        self._webhooks = f"{self._p}:webhooks"
         self._create_script = self._redis.register_script(_CREATE)
 
     def _job_key(self, job_id: str) -> str:
         return f"{self._p}:job:{job_id}"
+
+    def _events_key(self, job_id: str) -> str:
+        return f"{self._p}:events:{job_id}"
 
     def _idem_key(self, job: Job) -> str:
         return f"{self._p}:idem:{scoped_idempotency_key(job)}"
@@ -104,12 +137,13 @@ class RedisJobStore(JobStore):
 
     @_outages_mapped
     def create(self, job: Job) -> Job:
-        job = job.model_copy(update={"created_at": self._now()})
+        now = self._now()
+        job, events = self._observe(None, self._stamp(job, now), now)
         has_idem = job.idempotency_key is not None
         idem_key = self._idem_key(job) if job.idempotency_key else self._queued
         keys = [self._queued, self._recent, self._job_key(job.id), idem_key]
         result = self._create_script(
-            keys=[*keys, self._recent_of(job.owner)],
+            keys=[*keys, self._recent_of(job.owner), self._deadlines, self._events_key(job.id)],
             args=[
                 job.id,
                 job.model_dump_json(),
@@ -117,6 +151,10 @@ class RedisJobStore(JobStore):
                 f"{self._p}:job:",
                 "1" if has_idem else "0",
                 self.max_queued,
+                repr(queue_score(job)),
+                "" if job.queue_deadline is None else repr(job.queue_deadline),
+                EVENTS_KEPT,
+                *(json.dumps(event) for event in events),
             ],
         )
         if result[0] == "existing":
@@ -170,8 +208,9 @@ class RedisJobStore(JobStore):
                         pipe.watch(idem)
                     owns_idem = bool(idem) and pipe.get(idem) == job_id
                     pipe.multi()
-                    pipe.delete(key)
+                    pipe.delete(key, self._events_key(job_id))
                     pipe.zrem(self._finished, job_id)
+                    pipe.zrem(self._webhooks, job_id)
                     pipe.zrem(self._recent, job_id)
                     if job is not None and job.owner is not None:
                         pipe.zrem(self._recent_of(job.owner), job_id)
@@ -195,13 +234,21 @@ class RedisJobStore(JobStore):
                     raw = pipe.get(key)
                     if raw is None:
                         raise JobNotFoundError(job_id)
-                    old = Job.model_validate_json(raw)
-                    new = change(old, self._now(pipe))
+                    old, now = Job.model_validate_json(raw), self._now(pipe)
+                    new = change(old, now)
                     if new is None:
                         return None
+                    new, events = self._observe(old, new, now)
                     pipe.multi()
                     pipe.set(key, new.model_dump_json())
                     self._reindex(pipe, old, new)
+                    for event in events:
+                        pipe.xadd(
+                            self._events_key(job_id),
+                            {"event": json.dumps(event)},
+                            maxlen=EVENTS_KEPT,
+                            approximate=True,
+                        )
                     pipe.execute()
                     return new
                 except WatchError:
@@ -214,10 +261,18 @@ class RedisJobStore(JobStore):
             pipe.zrem(old_index, old.id)
         if (old_index, old_score) != (new_index, new_score):
             pipe.zadd(new_index, {new.id: new_score})
+        for index, value in (
+            (self._deadlines, new.queue_deadline if new.status == "queued" else None),
+            (self._webhooks, new.webhook_due),
+        ):
+            if value is None:
+                pipe.zrem(index, new.id)
+            else:
+                pipe.zadd(index, {new.id: value})
 
     def _index(self, job: Job) -> tuple[str, float]:
         if job.status == "queued":
-            return self._queued, job.created_at
+            return self._queued, queue_score(job)
         if job.status == "running":
             return self._running, job.lease_expires_at or 0.0
         return self._finished, job.finished_at or 0.0
@@ -227,3 +282,23 @@ class RedisJobStore(JobStore):
         expired = self._redis.zrangebyscore(self._running, "-inf", repr(self._now()), 0, limit)
         queued = self._redis.zrange(self._queued, 0, limit - 1)
         return [*expired, *queued][:limit]
+
+    def queue_position(self, job: Job) -> int | None:
+        if job.status != "queued":
+            return None
+        rank = self._redis.zrank(self._queued, job.id)
+        return None if rank is None else int(rank) + 1
+
+    def events_after(self, job_id: str, after: str | None = None) -> list[tuple[str, Event]]:
+        if after is not None and not _STREAM_ID.fullmatch(after):
+            raise ValueError(f"not an event id: {after!r}")
+        start = "-" if after is None else f"({after}"
+        entries = self._redis.xrange(self._events_key(job_id), start, "+")
+        return [(entry_id, json.loads(fields["event"])) for entry_id, fields in entries]
+
+    def _overdue_candidates(self, now: float | None = None) -> list[str]:
+        cutoff = self._now() if now is None else now
+        return list(self._redis.zrangebyscore(self._deadlines, "-inf", repr(cutoff)))
+
+    def _due_delivery_candidates(self, limit: int) -> list[str]:
+        return list(self._redis.zrangebyscore(self._webhooks, "-inf", repr(self._now()), 0, limit))

@@ -18,6 +18,7 @@ from ..errors import IdempotencyKeyReusedError, JobCanceledError
 from ..pipeline.audio_to_audio import AUDIO_IN_MODES, AudioInParams, AudioToAudio
 from ..pipeline.generation import AudioGenerator, Plan
 from ..schemas import GenerationParams
+from .queue_control import JobOptions
 from .records import Job, JobOutput
 from .sources import SourceStore
 from .store import JobStore
@@ -44,6 +45,7 @@ class JobRunner:
         params: GenerationParams,
         idempotency_key: str | None = None,
         owner: str | None = None,
+        options: JobOptions | None = None,
     ) -> Job:
         """Validate now (bad requests never queue), fix the seeds, queue the job.
 
@@ -66,7 +68,7 @@ class JobRunner:
             idempotency_key=idempotency_key,
             owner=owner,
         )
-        job = self.jobs.create(new)
+        job = self.jobs.create(options.apply(new) if options else new)
         if idempotency_key is not None and job.id != new.id:
             # A retry of a random-seed request cannot know the seed its first try drew.
             sent = (
@@ -85,6 +87,7 @@ class JobRunner:
         filename: str | None = None,
         idempotency_key: str | None = None,
         owner: str | None = None,
+        options: JobOptions | None = None,
     ) -> Job:
         """Validate and decode now (bad input never queues), store the source, queue the job.
 
@@ -116,7 +119,7 @@ class JobRunner:
             "sample_rate": plan.source.sample_rate,
         }
         try:
-            job = self.jobs.create(new)
+            job = self.jobs.create(options.apply(new) if options else new)
         except BaseException:
             self.sources.delete(key)
             raise

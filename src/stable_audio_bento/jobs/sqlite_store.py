@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sqlite3
 import threading
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JobNotFoundError, JobStoreUnavailableError
+from .events import Event
 from .records import FINISHED, Job
 from .store import Change, JobStore, scoped_idempotency_key
 
@@ -27,10 +29,27 @@ CREATE TABLE IF NOT EXISTS jobs (
     doc TEXT NOT NULL
 );
 """
+# Each job's event log (the SSE stream); seq is the event id, increasing across all jobs.
+_EVENTS_TABLE = """
+CREATE TABLE IF NOT EXISTS job_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_events_by_job ON job_events (job_id, seq);
+"""
 # Added after the first release: databases made before get the columns at open (migration).
-_ADDED_COLUMNS = {"owner": "TEXT"}
+_ADDED_COLUMNS = {
+    "owner": "TEXT",
+    "priority": "INTEGER NOT NULL DEFAULT 0",
+    "queue_deadline": "REAL",
+    "webhook_due": "REAL",
+}
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at);
+CREATE INDEX IF NOT EXISTS jobs_by_queue ON jobs (status, priority, created_at);
+CREATE INDEX IF NOT EXISTS jobs_by_deadline ON jobs (queue_deadline) WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS jobs_by_webhook_due ON jobs (webhook_due);
 CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at);
 """
@@ -62,9 +81,15 @@ class SQLiteJobStore(JobStore):
         max_queued: int = 64,
         max_attempts: int = 3,
         retry_after: int = 10,
+        webhook_progress_seconds: float = 5.0,
         busy_timeout: float = 30.0,
     ) -> None:
-        super().__init__(max_queued=max_queued, max_attempts=max_attempts, retry_after=retry_after)
+        super().__init__(
+            max_queued=max_queued,
+            max_attempts=max_attempts,
+            retry_after=retry_after,
+            webhook_progress_seconds=webhook_progress_seconds,
+        )
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.busy_timeout = busy_timeout
@@ -74,6 +99,7 @@ class SQLiteJobStore(JobStore):
         with self._connection() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_TABLE)
+            conn.executescript(_EVENTS_TABLE)
             with self._migration(conn):
                 have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
                 for column, kind in _ADDED_COLUMNS.items():
@@ -153,6 +179,7 @@ class SQLiteJobStore(JobStore):
     def create(self, job: Job) -> Job:
         idem = scoped_idempotency_key(job)
         with self._write() as conn:
+            now = time.time()
             if idem is not None:
                 row = conn.execute(
                     "SELECT doc FROM jobs WHERE idempotency_key = ?", (idem,)
@@ -162,12 +189,13 @@ class SQLiteJobStore(JobStore):
             (queued,) = conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()
             if queued >= self.max_queued:
                 raise self._queue_full()
-            job = job.model_copy(update={"created_at": time.time()})
+            job, events = self._observe(None, self._stamp(job, now), now)
             conn.execute(
-                "INSERT INTO jobs (id, status, created_at, finished_at, lease_expires_at,"
-                " idempotency_key, owner, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO jobs ({_COLUMN_NAMES}, idempotency_key, owner, doc)"
+                f" VALUES ({_COLUMN_SLOTS}, ?, ?, ?)",
                 (*_columns(job), idem, job.owner, job.model_dump_json()),
             )
+            _log(conn, job.id, events)
         return job
 
     def get(self, job_id: str, owner: str | None = None) -> Job:
@@ -195,6 +223,10 @@ class SQLiteJobStore(JobStore):
         where = f"status IN ({_FINISHED_SQL}) AND finished_at < ?"
         with self._write() as conn:
             docs = conn.execute(f"SELECT doc FROM jobs WHERE {where}", (cutoff,)).fetchall()
+            conn.execute(
+                f"DELETE FROM job_events WHERE job_id IN (SELECT id FROM jobs WHERE {where})",
+                (cutoff,),
+            )
             conn.execute(f"DELETE FROM jobs WHERE {where}", (cutoff,))
         jobs = [Job.model_validate_json(doc) for (doc,) in docs]
         return [job.result_key for job in jobs if job.result_key]
@@ -210,26 +242,83 @@ class SQLiteJobStore(JobStore):
             row = conn.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise JobNotFoundError(job_id)
-            new = change(Job.model_validate_json(row[0]), time.time())
+            old, now = Job.model_validate_json(row[0]), time.time()
+            new = change(old, now)
             if new is None:
                 return None
+            new, events = self._observe(old, new, now)
+            assignments = ", ".join(f"{name} = ?" for name in _COLUMN_NAMES.split(", "))
             conn.execute(
-                "UPDATE jobs SET id = ?, status = ?, created_at = ?, finished_at = ?,"
-                " lease_expires_at = ?, doc = ? WHERE id = ?",
+                f"UPDATE jobs SET {assignments}, doc = ? WHERE id = ?",
                 (*_columns(new), new.model_dump_json(), job_id),
             )
+            _log(conn, job_id, events)
         return new
 
     def _claim_candidates(self, limit: int) -> list[str]:
         rows = self._read(
             "SELECT id FROM jobs WHERE status = 'queued'"
             " OR (status = 'running' AND lease_expires_at <= ?)"
-            " ORDER BY created_at LIMIT ?",
+            " ORDER BY status = 'running' DESC, priority DESC, created_at LIMIT ?",
+            time.time(),
+            limit,
+        )
+        return [job_id for (job_id,) in rows]
+
+    def queue_position(self, job: Job) -> int | None:
+        if job.status != "queued":
+            return None
+        rows = self._read(
+            "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND id != ?"
+            " AND (priority > ? OR (priority = ? AND created_at <= ?))",
+            job.id,
+            job.priority,
+            job.priority,
+            job.created_at,
+        )
+        return int(rows[0][0]) + 1
+
+    def events_after(self, job_id: str, after: str | None = None) -> list[tuple[str, Event]]:
+        seq = -1 if after is None else int(after)  # ValueError: not an id of ours
+        rows = self._read(
+            "SELECT seq, doc FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq",
+            job_id,
+            seq,
+        )
+        return [(str(seq), json.loads(doc)) for seq, doc in rows]
+
+    def _overdue_candidates(self, now: float | None = None) -> list[str]:
+        rows = self._read(
+            "SELECT id FROM jobs WHERE status = 'queued' AND queue_deadline <= ?",
+            time.time() if now is None else now,
+        )
+        return [job_id for (job_id,) in rows]
+
+    def _due_delivery_candidates(self, limit: int) -> list[str]:
+        rows = self._read(
+            "SELECT id FROM jobs WHERE webhook_due <= ? ORDER BY webhook_due LIMIT ?",
             time.time(),
             limit,
         )
         return [job_id for (job_id,) in rows]
 
 
-def _columns(job: Job) -> tuple[str, str, float, float | None, float | None]:
-    return (job.id, job.status, job.created_at, job.finished_at, job.lease_expires_at)
+_COLUMN_NAMES = (
+    "id, status, created_at, finished_at, lease_expires_at, priority, queue_deadline, webhook_due"
+)
+_COLUMN_SLOTS = ", ".join("?" for _ in _COLUMN_NAMES.split(", "))
+
+
+def _columns(job: Job) -> tuple[object, ...]:
+    """The indexed columns, in ``_COLUMN_NAMES`` order: copies of the record's fields."""
+    return (
+        *(job.id, job.status, job.created_at, job.finished_at, job.lease_expires_at),
+        *(job.priority, job.queue_deadline, job.webhook_due),
+    )
+
+
+def _log(conn: sqlite3.Connection, job_id: str, events: list[Event]) -> None:
+    conn.executemany(
+        "INSERT INTO job_events (job_id, doc) VALUES (?, ?)",
+        [(job_id, json.dumps(event)) for event in events],
+    )

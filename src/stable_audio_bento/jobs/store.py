@@ -15,7 +15,8 @@ import abc
 from collections.abc import Callable
 
 from ..errors import JobNotFoundError, QueueFullError
-from .records import FINISHED, Job
+from .events import Event, schedule_deliveries, transition_events
+from .records import FINISHED, Job, WebhookDelivery
 
 # A state change: (current job, store clock now) -> the new job, or None for "leave it".
 Change = Callable[[Job, float], Job | None]
@@ -33,10 +34,17 @@ class JobStore(abc.ABC):
     Only the lease owner can finish a job, so a worker that lost its lease cannot overwrite.
     """
 
-    def __init__(self, max_queued: int = 64, max_attempts: int = 3, retry_after: int = 10) -> None:
+    def __init__(
+        self,
+        max_queued: int = 64,
+        max_attempts: int = 3,
+        retry_after: int = 10,
+        webhook_progress_seconds: float = 5.0,
+    ) -> None:
         self.max_queued = max_queued
         self.max_attempts = max_attempts
         self.retry_after = retry_after
+        self.webhook_progress_seconds = webhook_progress_seconds
 
     # --- store-specific primitives -------------------------------------------------------
 
@@ -75,7 +83,27 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     def _claim_candidates(self, limit: int) -> list[str]:
-        """Ids, oldest first, of queued jobs and of running jobs whose lease has expired."""
+        """Ids, in queue order, of queued jobs and of running jobs whose lease has expired."""
+
+    @abc.abstractmethod
+    def queue_position(self, job: Job) -> int | None:
+        """1 for the next job to run, 2 for the one after...; None unless ``job`` is queued."""
+
+    @abc.abstractmethod
+    def events_after(self, job_id: str, after: str | None = None) -> list[tuple[str, Event]]:
+        """The job's logged events after the one with id ``after`` (all: None), oldest first.
+
+        Ids are opaque strings, increasing within a job (SSE ``id`` / ``Last-Event-ID``);
+        ValueError if ``after`` is not one this store could have made.
+        """
+
+    @abc.abstractmethod
+    def _overdue_candidates(self, now: float | None = None) -> list[str]:
+        """Ids of queued jobs whose ``queue_deadline`` has passed."""
+
+    @abc.abstractmethod
+    def _due_delivery_candidates(self, limit: int) -> list[str]:
+        """Ids of jobs with a webhook delivery due now, earliest first."""
 
     # --- shared rules ----------------------------------------------------------------------
 
@@ -92,11 +120,31 @@ class JobStore(abc.ABC):
             retry_after=self.retry_after,
         )
 
+    @staticmethod
+    def _stamp(job: Job, now: float) -> Job:
+        """``job`` as created at ``now`` (the store's clock), with its queue deadline fixed."""
+        deadline = job.queue_deadline
+        if job.max_queue_seconds is not None:
+            relative = now + job.max_queue_seconds
+            deadline = relative if deadline is None else min(deadline, relative)
+        return job.model_copy(update={"created_at": now, "queue_deadline": deadline})
+
+    def _observe(self, old: Job | None, new: Job, now: float) -> tuple[Job, list[Event]]:
+        """What the store writes with a change: the events it logs, the deliveries it adds."""
+        events = transition_events(old, new, now)
+        return schedule_deliveries(old, new, events, now, self.webhook_progress_seconds), events
+
     def claim(self, worker_id: str, lease_seconds: float) -> Job | None:
-        """Take the oldest claimable job for ``worker_id`` (None if there is none)."""
+        """Take the first claimable job for ``worker_id`` (None if there is none).
+
+        The queue runs by priority, then age. A queued job past its deadline is not run: it
+        ends as ``expired``.
+        """
         max_attempts = self.max_attempts
 
         def change(job: Job, now: float) -> Job | None:
+            if job.status == "queued" and _overdue(job, now):
+                return _expire(job, now)
             if job.status == "running":
                 if job.lease_expires_at is None or job.lease_expires_at > now:
                     return None
@@ -127,6 +175,93 @@ class JobStore(abc.ABC):
             if claimed is not None and claimed.status == "running":
                 return claimed
         return None
+
+    def expire_overdue(self) -> list[str]:
+        """End every queued job whose deadline has passed as ``expired``; return their ids."""
+
+        def change(job: Job, now: float) -> Job | None:
+            return _expire(job, now) if job.status == "queued" and _overdue(job, now) else None
+
+        expired = []
+        for job_id in self._overdue_candidates():
+            job = self._update_if_exists(job_id, change)
+            if job is not None:
+                expired.append(job_id)
+        return expired
+
+    def claim_delivery(
+        self, sender: str, lease_seconds: float
+    ) -> tuple[Job, WebhookDelivery] | None:
+        """Lease the next due webhook delivery to ``sender`` (None if none is due).
+
+        Its attempt is counted now; until ``finish_delivery`` (or the lease's end, after which
+        it is due again: a sender that died) no other sender takes it. A job's deliveries go
+        out in order, one at a time: only its first pending one is ever leased.
+        """
+        taken: list[WebhookDelivery] = []
+
+        def change(job: Job, now: float) -> Job | None:
+            for i, delivery in enumerate(job.deliveries):
+                if delivery.status != "pending":
+                    continue
+                if delivery.next_attempt_at > now:
+                    return None  # the first pending one is not due (or is under way)
+                leased = delivery.model_copy(
+                    update={
+                        "claimed_by": sender,
+                        "attempts": delivery.attempts + 1,
+                        "last_attempt_at": now,
+                        "next_attempt_at": now + lease_seconds,
+                    }
+                )
+                taken[:] = [leased]
+                deliveries = list(job.deliveries)
+                deliveries[i] = leased
+                return job.model_copy(update={"deliveries": deliveries})
+            return None
+
+        for job_id in self._due_delivery_candidates(CLAIM_CANDIDATES):
+            job = self._update_if_exists(job_id, change)
+            if job is not None and taken:
+                return job, taken[0]
+        return None
+
+    def finish_delivery(
+        self,
+        job_id: str,
+        delivery_id: str,
+        sender: str,
+        *,
+        ok: bool,
+        response_status: int | None = None,
+        error: str | None = None,
+        retry_in: float | None = None,
+    ) -> bool:
+        """Record an attempt: delivered, retried in ``retry_in`` seconds, or failed (None).
+
+        Only the sender holding the lease records; False if it had lost it.
+        """
+
+        def change(job: Job, now: float) -> Job | None:
+            deliveries = list(job.deliveries)
+            for i, d in enumerate(deliveries):
+                if d.id == delivery_id and d.status == "pending" and d.claimed_by == sender:
+                    update: dict[str, object] = {
+                        "claimed_by": None,
+                        "response_status": response_status,
+                        "error": error,
+                    }
+                    if ok:
+                        update["status"] = "delivered"
+                    elif retry_in is None:
+                        update["status"] = "failed"
+                    else:
+                        update["next_attempt_at"] = now + retry_in
+                    deliveries[i] = d.model_copy(update=update)
+                    return job.model_copy(update={"deliveries": deliveries})
+            return None
+
+        return self._update_if_exists(job_id, change) is not None
 
     def heartbeat(
         self,
@@ -267,6 +402,16 @@ def scoped_idempotency_key(job: Job) -> str | None:
 
 def _owns(job: Job, worker_id: str) -> bool:
     return job.status == "running" and job.lease_owner == worker_id
+
+
+def _overdue(job: Job, now: float) -> bool:
+    return job.queue_deadline is not None and job.queue_deadline <= now
+
+
+def _expire(job: Job, now: float) -> Job:
+    waited = now - job.created_at
+    error = f"Expired: not started within its deadline (waited {waited:.1f} s in the queue)."
+    return _finish(job, now, "expired", error=error)
 
 
 def _finish(job: Job, now: float, status: str, **fields: object) -> Job:

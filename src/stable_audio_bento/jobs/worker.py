@@ -116,6 +116,8 @@ class JobWorker:
         for i in range(self.threads):
             owner = f"{self.worker_id}/{i}"
             self._spawn(f"job-worker-{i}", self._loop, owner)
+        # Jobs past their queue deadline end on time even while every thread is busy.
+        self._spawn("job-deadlines", self._expire_loop)
         if self.retention_seconds is not None:
             self._spawn("job-retention", self._sweep_loop)
 
@@ -208,6 +210,16 @@ class JobWorker:
             except Exception:
                 # Only the store can fail here; the lease expires and the job is retried.
                 logger.exception("Recording the outcome of job %s failed", job.id)
+
+    def _expire_loop(self) -> None:
+        while not self._stopping.wait(self.poll_interval):
+            try:
+                expired = self.store.expire_overdue()
+            except Exception:
+                logger.exception("Expiring overdue jobs failed")
+                continue
+            if expired:
+                logger.info("Expired %d job(s) not started in time: %s", len(expired), expired)
 
     def _sweep_loop(self) -> None:
         while not self._stopping.is_set():

@@ -1,4 +1,5 @@
-// Stable Audio playground: one form over POST /jobs, polling GET /jobs/{id}; no build step.
+// Stable Audio playground: one form over POST /jobs, following GET /jobs/{id}/events (SSE);
+// no build step.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -7,7 +8,7 @@ const KEY = "stable-audio.api-key";
 const HISTORY = "stable-audio.history";
 const HISTORY_MAX = 20;
 const POLL_MS = 300;
-const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
+const TERMINAL = new Set(["succeeded", "failed", "canceled", "expired"]);
 const state = { models: {}, formats: {}, job: null, shown: null, samples: null, url: null };
 
 // ------------------------------------------------------------------------ storage
@@ -26,7 +27,7 @@ class ApiError extends Error {
 }
 
 async function call(path, init = {}) {
-  const headers = {};
+  const headers = { ...(init.headers || {}) };
   if (apiKey()) headers.Authorization = `Bearer ${apiKey()}`;
   if (init.body) headers["Content-Type"] = "application/json";
   let res;
@@ -208,10 +209,13 @@ function showProgress(job, started) {
   bar.value = Math.min(step, bar.max);
   const secs = ((performance.now() - started) / 1000).toFixed(1);
   let text;
-  if (job.status === "queued") text = `Queued… ${secs} s`;
+  if (job.status === "queued") {
+    text = job.queue_position > 1 ? `Queued (position ${job.queue_position})… ${secs} s` : `Queued… ${secs} s`;
+  }
   else if (job.status === "running") text = `Step ${step} of ${total} · ${secs} s`;
   else if (job.status === "succeeded") text = `Done in ${secs} s`;
   else if (job.status === "canceled") text = "Canceled.";
+  else if (job.status === "expired") text = "Expired: not started in time.";
   else text = "Failed.";
   if (job.cancel_requested && !TERMINAL.has(job.status)) text = `Canceling… step ${step} of ${total}`;
   $("progress-text").textContent = text;
@@ -226,6 +230,56 @@ function announce(text) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// Follow a job through GET jobs/{id}/events (Server-Sent Events) until it ends; return its final
+// record. fetch, not EventSource, so that the API key goes in the Authorization header. A
+// dropped stream is resumed from the last event id (Last-Event-ID); onUpdate sees the record
+// as the events change it.
+async function follow(job, onUpdate) {
+  let last = null;
+  let misses = 0;
+  job = { ...job, progress: { ...(job.progress || {}) } };
+  for (;;) {
+    try {
+      const headers = { Accept: "text/event-stream" };
+      if (last) headers["Last-Event-ID"] = last;
+      const res = await call(`jobs/${job.id}/events`, { headers });
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let cut;
+        while ((cut = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          const event = { type: "message", data: "" };
+          for (const line of block.split("\n")) {
+            const colon = line.indexOf(":");
+            if (colon <= 0) continue; // a comment (keep-alive) or nothing
+            const field = line.slice(0, colon);
+            const text = line.slice(colon + 1).replace(/^ /, "");
+            if (field === "event") event.type = text;
+            else if (field === "data") event.data += text;
+            else if (field === "id") last = text;
+          }
+          if (!event.data) continue;
+          const data = JSON.parse(event.data);
+          misses = 0;
+          if (event.type === "done") return data;
+          if (event.type === "status") job = { ...job, status: data.status, error: data.error ?? job.error };
+          else if (event.type === "progress") job = { ...job, progress: { step: data.step, total: data.total } };
+          else if (event.type === "queue") job = { ...job, queue_position: data.position };
+          onUpdate(job);
+        }
+      }
+    } catch (err) {
+      if (err.status || ++misses > 10) throw err; // a brief network blip is retried
+    }
+    await sleep(POLL_MS); // the stream ended without "done": resume from the last event
+  }
+}
+
 async function generate(event) {
   event.preventDefault();
   if (state.job) return;
@@ -237,17 +291,8 @@ async function generate(event) {
     let job = await (await call("jobs", { method: "POST", body: JSON.stringify(readForm()) })).json();
     state.job = job.id;
     showProgress(job, started);
-    let misses = 0;
-    while (!TERMINAL.has(job.status)) {
-      await sleep(POLL_MS);
-      try {
-        job = await (await call(`jobs/${job.id}`)).json();
-        misses = 0;
-      } catch (err) {
-        if (err.status || ++misses > 10) throw err; // a brief network blip is retried
-      }
-      showProgress(job, started);
-    }
+    job = await follow(job, (now) => showProgress(now, started));
+    showProgress(job, started);
     if (job.status === "succeeded") {
       const entry = toEntry(job);
       addHistory(entry);

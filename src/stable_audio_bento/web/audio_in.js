@@ -1,7 +1,7 @@
 // Audio in: upload or drop a file (or take the shown result), choose variation / inpaint /
 // extend, mark regions on the waveform, run it as a job (POST /jobs/{variations|inpaint|continue})
 // and see the result beside the source. Uses app.js's helpers ($, apiKey, errorOf, drawWaveform,
-// mix, toEntry, addHistory, state, sleep, TERMINAL, POLL_MS).
+// mix, toEntry, addHistory, state, follow).
 "use strict";
 
 const A2A = {
@@ -163,13 +163,11 @@ async function a2aRun() {
     const route = A2A_ROUTES[a2aMode()];
     let job = await (await a2aFetch(`jobs/${route}`, { method: "POST", body: a2aForm() })).json();
     $("a2a-status").textContent = "Queued…";
-    while (!TERMINAL.has(job.status)) {
-      await sleep(POLL_MS);
-      job = await (await a2aFetch(`jobs/${job.id}`)).json();
-      const { step = 0, total = 0 } = job.progress || {};
+    job = await follow(job, (now) => {
+      const { step = 0, total = 0 } = now.progress || {};
       progress.value = total ? step / total : 0;
-      $("a2a-status").textContent = job.status === "running" ? `Step ${step} of ${total}` : "Queued…";
-    }
+      $("a2a-status").textContent = now.status === "running" ? `Step ${step} of ${total}` : "Queued…";
+    });
     if (job.status !== "succeeded") throw new Error(`The job ${job.status}: ${job.error || "no audio"}`);
     const blob = await (await a2aFetch(`jobs/${job.id}/audio`)).blob();
     await a2aShowResult(blob, job);

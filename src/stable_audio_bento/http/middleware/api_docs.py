@@ -61,6 +61,8 @@ def statuses(path: str, method: str, has_body: bool) -> set[int]:
             out |= {503}
         else:
             out |= {404, 503} | ({409} if path.endswith("/audio") else set())
+            if path.endswith("/events"):
+                out |= {400}  # a Last-Event-ID that is no event id
     if path.startswith("/outputs/"):
         out |= {404}
     if path == "/health":
@@ -79,8 +81,9 @@ def _error(status: int) -> dict[str, Any]:
 
 
 # What the request models refuse beyond their JSON Schema: said in the schema, so that a
-# generator of valid requests does not send them (vLLM-Omni refuses "sse" with a 422).
-REFUSED_VALUES = {"stream_format": ["sse"]}
+# generator of valid requests does not send them. (None today: "sse", which vLLM-Omni refuses
+# with a 422, is a stream of events here.)
+REFUSED_VALUES: dict[str, list[str]] = {}
 # Prompts must not be blank: at least one character that Python's str.strip keeps.
 NOT_BLANK = frozenset({"input", "prompt"})
 NOT_BLANK_PATTERN = "[^\\s\\x1c-\\x1f\\x85]"

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ...limits import MAX_PRIORITY
+from ...settings import Settings
 from ..envelope import ASGIApp, Receive, Scope, Send, send_error
 
 # Probes, metrics, both API documents and the web page's static files stay open: what the API
@@ -126,3 +128,13 @@ class ApiKeyMiddleware:
             return
         message = "Missing or invalid API key: send 'Authorization: Bearer <key>'."
         await send_error(send, 401, message, headers=[(b"www-authenticate", b"Bearer")])
+
+
+def priority_cap(settings: Settings, caller: Caller) -> int:
+    """The highest priority ``caller`` may ask for (an open server: ``max_priority``)."""
+    if caller.admin and caller.owner is not None:  # an admin key
+        return MAX_PRIORITY
+    for key, cap in settings.priority_caps.items():
+        if caller.owner == owner_of(key):
+            return cap
+    return settings.max_priority
