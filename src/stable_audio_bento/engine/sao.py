@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..audio import FloatAudio, peak_normalize
+from ..audio import FloatAudio, set_level
 from ..errors import GenerationError, ModelLoadError
 from ..hub_cache import link_text_encoder, prepare_offline_hub
 from .audio_in import keep_mask, splice, v_sigma
@@ -293,10 +293,11 @@ class StableAudioEngine:
         }
 
     def _finish(self, audio: FloatAudio, request: EngineRequest) -> FloatAudio:
-        """Inpainting keeps the source outside its regions; everything else is normalised."""
+        """Inpainting keeps the source outside its regions; everything else gets the request's
+        output level (peak-normalised unless it asks otherwise)."""
         if request.inpaint_regions and request.init_audio is not None:
             return splice(audio, request, self.info.sample_rate)
-        return peak_normalize(audio)
+        return set_level(audio, self.info.level(request))
 
     def encode_sources(self, requests: Sequence[EngineRequest]) -> _Source | None:
         """The batch's source audio as window latents, and the frames that follow it.
