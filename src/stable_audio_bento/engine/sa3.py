@@ -421,7 +421,7 @@ class SA3Engine:
         started = time.perf_counter()
         with self._run_lock, torch.inference_mode():
             self._parts()
-            latents, streams = self.sample(requests, sampling, progress)
+            latents, streams = self.sample_streams(requests, sampling, progress)
             outputs = [
                 self._finish(self.decode(latents[i : i + 1], r, streams[i]), r)
                 for i, r in enumerate(requests)
@@ -551,6 +551,17 @@ class SA3Engine:
         progress: ProgressCallback | None = None,
         start: Any = None,
         sigma_max: float = 1.0,
+    ) -> Any:
+        """Denoise a batch; float32 latents (batch, latent_dim, frames) (``sample_streams``)."""
+        return self.sample_streams(requests, sampling, progress, start, sigma_max)[0]
+
+    def sample_streams(
+        self,
+        requests: Sequence[EngineRequest],
+        sampling: SamplingParams,
+        progress: ProgressCallback | None = None,
+        start: Any = None,
+        sigma_max: float = 1.0,
     ) -> tuple[Any, list[Any]]:
         """Denoise a batch; float32 latents (batch, latent_dim, frames) and each item's random
         stream (its generator, where the reference's decoder draws next).
@@ -648,7 +659,7 @@ class SA3Engine:
             return report
 
         for k, rows in enumerate(groups.values()):
-            part, generators = self.sample(
+            part, generators = self.sample_streams(
                 [requests[i] for i in rows],
                 sampling,
                 overall(k),

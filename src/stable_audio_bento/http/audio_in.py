@@ -31,7 +31,7 @@ from ..audio_to_audio import DEFAULT_NOISE_LEVEL, AudioInParams
 from ..engine import AUDIO_TO_AUDIO, CONTINUATION, INPAINTING
 from ..errors import InvalidRequestError
 from ..formats import FormatName
-from ..schemas import STABLE_API, GenerationParams, Seed
+from ..schemas import NORMALIZE_DESCRIPTION, STABLE_API, GenerationParams, Normalize, Seed
 from .deps import CallerDep, PublicBaseDep, RuntimeDep
 from .errors import OPENAPI_ERRORS
 from .generate import AUDIO_CONTENT, audio_response
@@ -81,6 +81,7 @@ class AudioInFields(BaseModel):
     trim: bool = Field(
         default=False, description="Use the start of audio longer than the model's window."
     )
+    normalize: Normalize | None = Field(default=None, description=NORMALIZE_DESCRIPTION)
 
     @field_validator("inpaint_start_seconds", "inpaint_end_seconds", mode="before")
     @classmethod
@@ -120,6 +121,7 @@ class AudioInFields(BaseModel):
             cfg_scale=self.cfg_scale,
             seed=self.seed,
             response_format=self.response_format,
+            normalize=self.normalize,
             api=STABLE_API,
         )
         return AudioInParams(
