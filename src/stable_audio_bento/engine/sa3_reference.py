@@ -34,8 +34,11 @@ DEFAULT_CHUNK_SIZE = 32
 
 
 def latent_align(vae_config: dict[str, Any]) -> int:
-    """Latent frames a length is aligned to: the encoder's ``chunk_size // stride``."""
+    """Latent frames a length is aligned to: the encoder's ``chunk_size // stride`` (recorded at
+    import; entries from before that: from the vae config)."""
     extras = vae_config.get("sa3_bento", {})
+    if "latent_align" in extras:
+        return max(1, int(extras["latent_align"]))
     strides = vae_config.get("encoder_strides") or [16]
     chunk = int(extras.get("chunk_size", DEFAULT_CHUNK_SIZE))
     return max(1, chunk // int(strides[0]))
