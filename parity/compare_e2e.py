@@ -194,7 +194,18 @@ def run_variant(variant_dir: Path, home: Path, via_hub: bool) -> dict[str, Any]:
             "seconds": None,
         }
     )
+    # A control: the same request without the decoder's mask noise (one of the differences
+    # this engine fixed) must be far from the reference, or the comparison proves nothing.
+    engine.mask_noise, kept = 0.0, engine.mask_noise
+    (control,) = engine.generate([alone], sampling)
+    engine.mask_noise = kept
+    control_snr = round(snr_db(expected, control[:, :common]), 1)
+    if control_snr >= MIN_SNR_DB:
+        sys.exit(
+            f"{variant}: the control (no decoder noise) is {control_snr} dB from the reference"
+        )
     return {
+        "control_without_decoder_noise_snr_db": control_snr,
         "variant": variant,
         "import": {k: v for k, v in imported.items() if k != "metadata"},
         "rows": rows,
