@@ -9,22 +9,24 @@ A store entry is a directory in ``StableAudio3Pipeline.save_pretrained``'s layou
 - each request has its own prompt, negative prompt, length and seed; a batch shares steps, cfg
   and sampler, and its latent length (``ModelInfo.batch_key``: the latent is as long as the
   request, plus its padding);
-- the initial noise and every ping-pong re-noise come from the request's own seed
-  (``noise.py``): a request gets the same audio alone or in any batch. On the CPU the streams
-  are exactly those of diffusers' pipeline given one CPU generator per item;
+- the initial noise, every ping-pong re-noise and then the SAME decoder's ``mask_noise`` come
+  from the request's own seed (``noise.py``), in the reference's order: on the CPU a single
+  request gets the reference ``generate()``'s audio for its seed, and a request gets the same
+  audio alone or in any batch;
 - the schedule is SA3's (log-SNR from -6.2 to 2, warped to flow-matching sigmas), the DiT sees
   the sigma as its timestep, and ping-pong, Euler and DPM-Solver++ step from it;
-- CFG (any cfg_scale but 1) runs one doubled batch against each request's negative prompt (or
-  the model's default, or the empty prompt), optionally with the reference's adaptive projected
-  guidance (``apg_scale``);
+- around the DiT, what the reference's ``generate()`` does (``sa3_reference``): its latent
+  rounding, the padding mask past each request's own frames plus its padding, the inpainting
+  input always fed (zeros for text-to-audio), and CFG (any cfg_scale but 1) as its DiT does it:
+  one doubled batch against a zeroed context or the request's negative prompt with its padding
+  zeroed, guided on the clean estimates with adaptive projected guidance over the valid frames
+  (``apg_scale``, 1 by default);
 - the SAME decode is exact and linear in the length (``sa3_decode.py``; SAME-S, the small
   models' chunked autoencoder, through ``sa3_same``).
 
-The reference batches requests of different lengths in one latent as long as the longest (plus
-``duration_padding_sec``, rounded up to SAME-S chunks) and, with ``mask_padding_attention``,
-masks each item's frames past its own length + padding out of the DiT's self-attention. Here
-every latent is exactly its request's length + padding (items of one batch share it), so the
-DiT never sees such frames: what the mask does (to a frame of rounding), without one.
+The reference batches requests of different lengths in one latent as long as the longest; here
+every latent is its request's own length + padding (items of one batch share it), so each
+request sees what it would see alone, which is what the reference gives a single request.
 """
 
 from __future__ import annotations
