@@ -46,7 +46,7 @@ from stable_audio_bento.native_errors import (  # noqa: E402
     task_validator,
 )
 from stable_audio_bento.request_guard import RequestGuard  # noqa: E402
-from stable_audio_bento.schemas import AudioGenerateRequest  # noqa: E402
+from stable_audio_bento.schemas import AudioGenerateRequest, Normalize  # noqa: E402
 from stable_audio_bento.settings import Settings  # noqa: E402
 
 # BentoML sets up the handlers; our loggers report model loads, evictions and job outcomes.
@@ -155,6 +155,7 @@ class StableAudio:
         inpaint_start_seconds: list[float] | None = None,
         inpaint_end_seconds: list[float] | None = None,
         trim: bool = False,
+        normalize: Normalize | None = None,
     ) -> AudioFile:
         """Variation (audio-to-audio), inpainting or continuation of an uploaded file."""
         fields = dict(locals())
@@ -184,6 +185,7 @@ class StableAudio:
         inpaint_start_seconds: list[float] | None = None,
         inpaint_end_seconds: list[float] | None = None,
         trim: bool = False,
+        normalize: Normalize | None = None,
     ) -> AudioFile:
         """The same as a BentoML task (submit, then poll status and get)."""
         fields = dict(locals())
