@@ -83,7 +83,7 @@ class Components:
         )
         self.tokenizer = AutoTokenizer.from_pretrained(str(entry / "tokenizer"), **local)
         self.vae = sa3_same.load_vae(entry / "vae")
-        self.chunked = bool(sa3_same.same_extras(entry / "vae"))
+        self.chunked = sa3_same.uses_chunks(self.vae)
 
     def decode(self, latents: Any) -> Any:
         from stable_audio_bento import sa3_same
