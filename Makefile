@@ -51,9 +51,9 @@ test: $(STAMP) system-deps lint
 bench: $(STAMP)
 	$(PY) -m bench
 
-# SA3 converter parity: tiny SA3 models built with the reference stable-audio-tools 0.0.20
-# (Python 3.10 only, its own venv) against our import + diffusers; writes parity/results.json
-# and tests/data/sa3_key_manifest.json.
+# SA3 parity: tiny SA3 models built with the reference stable-audio-tools 0.0.20 (Python 3.10
+# only, its own venv) against our import + diffusers, component by component (parity/results.json,
+# tests/data/sa3_key_manifest.json), then end to end (parity/e2e_results.json).
 PARITY_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) python3.10)
 PARITY_VENV ?= .venv-parity
 PARITY_OUT ?= test-artifacts/parity
@@ -63,10 +63,23 @@ $(PARITY_VENV)/.installed: parity/requirements.txt
 	$(PARITY_VENV)/bin/pip install --quiet --disable-pip-version-check -r parity/requirements.txt
 	@touch $@
 
-parity: $(STAMP) $(PARITY_VENV)/.installed
+# End to end: the reference package's own generate() (Stability-AI/stable-audio-3, not on
+# PyPI: a checkout of this commit; set SA3_REFERENCE_SRC to use one you have) against our
+# engine on tiny models of the released structure, imported from the released layout.
+SA3_REFERENCE_COMMIT ?= 636f906fc0ee54b3f06edf974dc7d3aa99d6841b
+SA3_REFERENCE_SRC ?= test-artifacts/stable-audio-3
+
+$(SA3_REFERENCE_SRC)/stable_audio_3/model.py:
+	git clone --quiet https://github.com/Stability-AI/stable-audio-3 $(SA3_REFERENCE_SRC)
+	git -C $(SA3_REFERENCE_SRC) checkout --quiet $(SA3_REFERENCE_COMMIT)
+
+parity: $(STAMP) $(PARITY_VENV)/.installed $(SA3_REFERENCE_SRC)/stable_audio_3/model.py
 	rm -rf $(PARITY_OUT)
 	TORCHDYNAMO_DISABLE=1 $(PARITY_VENV)/bin/python parity/build_reference.py $(PARITY_OUT)
 	$(PY) parity/compare.py $(PARITY_OUT)
+	SA3_REFERENCE_SRC=$(abspath $(SA3_REFERENCE_SRC)) TORCHDYNAMO_DISABLE=1 \
+		$(PARITY_VENV)/bin/python parity/build_e2e.py $(PARITY_OUT)
+	$(PY) parity/compare_e2e.py $(PARITY_OUT)
 
 # Re-pin requirements/lock.txt from the loose dependencies in pyproject.toml.
 lock:

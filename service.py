@@ -51,7 +51,7 @@ from stable_audio_bento.http.native import (  # noqa: E402
 from stable_audio_bento.http.views import bind_views  # noqa: E402
 from stable_audio_bento.lifecycle import exit_when_orphaned, requeue_on_sigterm  # noqa: E402
 from stable_audio_bento.pipeline.generation import GeneratedAudio  # noqa: E402
-from stable_audio_bento.schemas import AudioGenerateRequest  # noqa: E402
+from stable_audio_bento.schemas import AudioGenerateRequest, Normalize  # noqa: E402
 from stable_audio_bento.settings import Settings  # noqa: E402
 
 # BentoML sets up the handlers; our loggers report model loads, evictions and job outcomes.
@@ -96,6 +96,7 @@ def _audio_in_form(
     inpaint_start_seconds: list[float] | None = None,
     inpaint_end_seconds: list[float] | None = None,
     trim: bool = False,
+    normalize: Normalize | None = None,
 ) -> AudioFile:
     """The fields of both native audio-in APIs, written once: BentoML reads an API's form (and
     its OpenAPI schema) from its signature, which ``audio_in_fields`` gives it from this one."""

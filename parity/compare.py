@@ -83,7 +83,7 @@ class Components:
         )
         self.tokenizer = AutoTokenizer.from_pretrained(str(entry / "tokenizer"), **local)
         self.vae = sa3_same.load_vae(entry / "vae")
-        self.chunked = bool(sa3_same.same_extras(entry / "vae"))
+        self.chunked = sa3_same.uses_chunks(self.vae)
 
     def decode(self, latents: Any) -> Any:
         from stable_audio_bento.engine.sa3 import same as sa3_same
@@ -221,7 +221,10 @@ def set_norm_eps(transformer: Any, eps: float) -> None:
 
 
 def write_manifest(out_dir: Path, variant: str) -> int:
-    from stable_audio_bento.engine.sa3.convert import checkpoint_shapes, read_hub_config
+    from stable_audio_bento.engine.sa3.convert import (
+        checkpoint_shapes,
+        read_hub_config,
+    )
     from stable_audio_bento.engine.sa3.layout import plan_keys
 
     hub = out_dir / "hub"

@@ -1,10 +1,12 @@
 """A tiny stand-in for the Hugging Face hub on 127.0.0.1, for hub imports without a network.
 
-It answers the three requests ``huggingface_hub`` makes to download a file: the repo's
-``/api/models/<repo>`` description (file list and commit), and ``HEAD``/``GET`` on
-``/<repo>/resolve/<revision>/<file>``. A repo can be gated: without a token its files answer
-401 with ``X-Error-Code: GatedRepo``, as the hub does. Point a process at it with
-``HF_ENDPOINT``.
+It answers the requests ``huggingface_hub`` (and transformers, through it) makes to download
+a file: the repo's ``/api/models/<repo>`` description (file list and commit), the folder
+listing ``/api/models/<repo>/tree/<revision>/<folder>`` (as the hub: one level, files and
+folders, JSON), and ``HEAD``/``GET`` on ``/<repo>/resolve/<revision>/<file>`` (files in
+subfolders too). A repo can be gated, or only some folders of it (``gated_folders``): without
+a token those files answer 401 with ``X-Error-Code: GatedRepo``, as the hub does. Point a
+process at it with ``HF_ENDPOINT``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class FakeRepo:
     files: dict[str, bytes]
     gated: bool = False
     sha: str = field(default="")
+    gated_folders: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.sha:
@@ -33,6 +36,25 @@ class FakeRepo:
             for name in sorted(self.files):
                 digest.update(name.encode() + self.files[name])
             self.sha = digest.hexdigest()
+
+    def is_gated(self, path: str) -> bool:
+        return self.gated or any(path.startswith(f + "/") for f in self.gated_folders)
+
+    def tree(self, folder: str) -> list[dict[str, object]]:
+        """The hub's listing of one folder ("" the root): its files and subfolders."""
+        prefix = folder.strip("/") + "/" if folder.strip("/") else ""
+        entries: dict[str, dict[str, object]] = {}
+        for name, data in sorted(self.files.items()):
+            if not name.startswith(prefix):
+                continue
+            head, sep, _ = name[len(prefix) :].partition("/")
+            if sep:
+                path = prefix + head
+                entries[path] = {"type": "directory", "oid": "0" * 40, "size": 0, "path": path}
+            else:
+                oid = hashlib.sha1(data).hexdigest()
+                entries[name] = {"type": "file", "oid": oid, "size": len(data), "path": name}
+        return list(entries.values())
 
     @classmethod
     def from_dir(cls, directory: Path, gated: bool = False) -> FakeRepo:
@@ -71,7 +93,7 @@ class _Handler(BaseHTTPRequestHandler):
         repo, _, filename = self._repo_file()
         if repo is None:
             return self._error(404, "RepoNotFound")
-        if repo.gated and not self.headers.get("Authorization"):
+        if repo.is_gated(filename) and not self.headers.get("Authorization"):
             return self._error(401, "GatedRepo")
         data = repo.files.get(filename)
         if data is None:
@@ -92,12 +114,21 @@ class _Handler(BaseHTTPRequestHandler):
             return self._file(body=True)
         self.requests.append(f"GET {self.path}")
         repo_id = unquote(self.path.split("?", 1)[0])[len("/api/models/") :]
+        folder = None
+        if "/tree/" in repo_id:
+            repo_id, rest = repo_id.split("/tree/", 1)
+            folder = rest.partition("/")[2]
         repo_id = repo_id.split("/revision/", 1)[0]
         repo = self.repos.get(repo_id)
         if repo is None:
             return self._error(404, "RepoNotFound")
         if repo.gated and not self.headers.get("Authorization"):
             return self._error(401, "GatedRepo")
+        if folder is not None:
+            listing = repo.tree(folder)
+            if folder and not listing:
+                return self._error(404, "EntryNotFound")
+            return self._json(json.dumps(listing).encode())
         body = json.dumps(
             {
                 "id": repo_id,
@@ -108,6 +139,9 @@ class _Handler(BaseHTTPRequestHandler):
                 "siblings": [{"rfilename": name} for name in sorted(repo.files)],
             }
         ).encode()
+        self._json(body)
+
+    def _json(self, body: bytes) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

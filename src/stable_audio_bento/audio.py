@@ -41,6 +41,28 @@ def peak_normalize(audio: FloatAudio, peak: float = DEFAULT_PEAK) -> FloatAudio:
     return _scale(audio, peak / current)
 
 
+# Output level policies (a request's ``normalize``): "peak" scales every output to
+# DEFAULT_PEAK (Stable Audio Open's model card); "attenuate" keeps the model's level and only
+# divides by the peak when it is above full scale, never boosting (Stable Audio 3's reference
+# output policy); "clamp" keeps the level and clips to [-1, 1] (what the reference generate()
+# returns before any policy).
+LEVELS = ("peak", "attenuate", "clamp")
+
+
+def set_level(audio: FloatAudio, policy: str) -> FloatAudio:
+    """``audio`` at the output level ``policy`` names (one of LEVELS)."""
+    if policy == "peak":
+        return peak_normalize(audio)
+    if policy not in LEVELS:
+        raise ValueError(f"normalize must be one of {', '.join(LEVELS)}, got {policy!r}")
+    if not np.isfinite(audio).all():
+        raise GenerationError("The model produced non-finite samples (NaN or infinity).")
+    if policy == "clamp":
+        return np.clip(audio, -1.0, 1.0).astype(np.float32)
+    current = _peak(audio)
+    return _scale(audio, 1.0 / current) if current > 1.0 else audio.astype(np.float32)
+
+
 def time_stretch(audio: FloatAudio, sample_rate: int, speed: float) -> FloatAudio:
     """Play ``audio`` ``speed`` times faster without changing its pitch (Rubber Band).
 

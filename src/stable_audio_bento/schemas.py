@@ -63,6 +63,15 @@ VLLM_FIELDS = FIELD_NAMES[VLLM_API]
 STABLE_API_FIELDS = FIELD_NAMES[STABLE_API]
 
 PARAMS_VERSION = 2
+
+# The output level (``audio.LEVELS``), the same field on every route.
+Normalize = Literal["peak", "attenuate", "clamp"]
+NORMALIZE_DESCRIPTION = (
+    "Output level. 'peak': scaled so the loudest sample is 0.98 (Stable Audio Open's default); "
+    "'attenuate': the model's own level, divided by the peak only above full scale, never "
+    "boosted (Stable Audio 3's default, as its reference); 'clamp': the model's level clipped "
+    "to [-1, 1] (what the SA3 reference's generate() returns). Default: the model family's."
+)
 _KEY_RE = re.compile(rf"^[A-Za-z_][A-Za-z0-9_]{{0,{limits.SAMPLER_KWARGS_KEY_MAX_CHARS - 1}}}$")
 
 
@@ -86,6 +95,7 @@ class GenerationParams:
     padding_seconds: float | None = None
     sampler_kwargs: tuple[tuple[str, Scalar], ...] = ()
     chunked_decode: bool = False
+    normalize: Normalize | None = None
     # Which API the request came in through: errors name that API's fields.
     api: str = VLLM_API
 
@@ -190,6 +200,7 @@ class AudioGenerateRequest(CompatRequest):
     guidance_scale: float | None = Field(default=None, ge=0, le=limits.GUIDANCE_SCALE_MAX)
     num_inference_steps: int | None = Field(default=None, ge=1, le=limits.INFERENCE_STEPS_MAX)
     seed: Seed | None = None
+    normalize: Normalize | None = Field(default=None, description=NORMALIZE_DESCRIPTION)
 
     @field_validator("input")
     @classmethod
@@ -208,6 +219,7 @@ class AudioGenerateRequest(CompatRequest):
             seed=self.seed,
             response_format=self.response_format,
             speed=self.speed,
+            normalize=self.normalize,
             api=VLLM_API,
         )
 
@@ -252,6 +264,7 @@ class GenerationsRequest(CompatRequest):
         default=None, description="Extra sampler settings (scalars) the model accepts."
     )
     response_format: FormatName = Field(default="wav", description="Audio format.")
+    normalize: Normalize | None = Field(default=None, description=NORMALIZE_DESCRIPTION)
 
     @field_validator("prompt")
     @classmethod
@@ -278,6 +291,7 @@ class GenerationsRequest(CompatRequest):
             padding_seconds=self.duration_padding_sec,
             sampler_kwargs=tuple(sorted((self.sampler_kwargs or {}).items())),
             chunked_decode=self.chunked_decode,
+            normalize=self.normalize,
             api=STABLE_API,
         )
 
@@ -322,4 +336,5 @@ def stable_api_body(params: GenerationParams) -> dict[str, Any]:
         "duration_padding_sec": params.padding_seconds,
         "sampler_kwargs": dict(params.sampler_kwargs) or None,
         "response_format": params.response_format,
+        "normalize": params.normalize,
     }

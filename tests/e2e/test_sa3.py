@@ -80,3 +80,32 @@ def test_sa3_refuses_what_it_cannot_do_naming_the_field(sa3_server: BentoServer)
     start = post(sa3_server, "/v1/audio/generate", {"input": "x", "audio_start": 1.0})
     assert start.status_code == 400
     assert "audio_start" in start.text
+
+
+def test_normalize_picks_the_output_level_on_every_generation_route(
+    sa3_server: BentoServer,
+) -> None:
+    """SA3 keeps the model's level by default (never boosted); ``normalize: peak`` brings the
+    same audio to 0.98; an unknown level is a 422 naming the field."""
+    body = {"prompt": "rain on a tin roof", "duration": 1, "steps": 2, "seed": 5}
+    levels = {}
+    for normalize in (None, "peak"):
+        extra = {} if normalize is None else {"normalize": normalize}
+        response = post(sa3_server, "/v1/audio/generations", {**body, **extra})
+        assert response.status_code == 200, response.text
+        levels[normalize] = ffprobe(response.content).samples
+    kept, peak = levels[None], levels["peak"]
+    assert abs(peak).max() == pytest.approx(0.98, abs=2 / 32768)
+    assert abs(kept).max() <= 1.0
+    scale = abs(kept).max() / abs(peak).max()
+    assert abs(kept - peak * scale).max() < 4 / 32768  # the same audio at another gain
+    vllm = post(
+        sa3_server,
+        "/v1/audio/generate",
+        {"input": "rain", "audio_length": 1, "num_inference_steps": 2, "normalize": "peak"},
+    )
+    assert vllm.status_code == 200, vllm.text
+    assert abs(ffprobe(vllm.content).samples).max() == pytest.approx(0.98, abs=2 / 32768)
+    bad = post(sa3_server, "/v1/audio/generations", {**body, "normalize": "loud"})
+    assert bad.status_code == 422
+    assert "normalize" in bad.text

@@ -409,3 +409,43 @@ def test_rf_denoiser_generates_with_per_request_seeds(rf_engine: StableAudioEngi
         assert np.max(np.abs(audio)) <= 1.0
     assert relative_change(batch[0], alone) < SAME
     assert relative_change(batch[0], batch[1]) > 10 * CHANGED
+
+
+@pytest.mark.parametrize("sampler", ["dpmpp-3m-sde", "dpmpp-2m-sde"])
+def test_brownian_noise_is_the_references_take_for_the_seed(
+    engine: StableAudioEngine, sampler: str
+) -> None:
+    """With ``brownian_noise`` the SDE samplers' step noise is stable-audio-tools' own Brownian
+    tree, seeded from the request's stream as its generate() seeds it: a single request gives
+    its latents for the seed. The default (independent draws per step) is another take."""
+    from stable_audio_tools.inference.generation import generate_diffusion_cond
+
+    from stable_audio_bento.engine import SIGMA_MAX, SIGMA_MIN
+
+    steps = 3
+    tree = engine.info.sampling(
+        steps=steps, cfg_scale=1.0, sampler=sampler, sampler_kwargs={"brownian_noise": 1}
+    )
+    plain = engine.info.sampling(steps=steps, cfg_scale=1.0, sampler=sampler)
+    with torch.inference_mode():
+        ours = engine.sample([BASE], tree, None).float()  # type: ignore[attr-defined]
+        other = engine.sample([BASE], plain, None).float()  # type: ignore[attr-defined]
+        reference = generate_diffusion_cond(
+            engine.model,  # type: ignore[attr-defined]
+            steps=steps,
+            cfg_scale=1.0,
+            conditioning=[{"prompt": BASE.prompt, "seconds_start": 0.0, "seconds_total": 0.5}],
+            sample_size=engine.info.sample_size,
+            seed=BASE.seed,
+            device="cpu",
+            sampler_type=sampler,
+            sigma_min=SIGMA_MIN,
+            sigma_max=SIGMA_MAX,
+            return_latents=True,
+        ).float()
+
+    def snr(ours: torch.Tensor) -> float:
+        return float(10 * torch.log10(reference.pow(2).sum() / (ours - reference).pow(2).sum()))
+
+    assert snr(ours) > 100
+    assert snr(other) < 40

@@ -97,7 +97,7 @@ class AudioEngine(Protocol):
         progress: ProgressCallback | None = None,
     ) -> list[FloatAudio]:
         """One diffusion batch: float32 (channels, samples) per request, exactly its length,
-        peak-normalised (never clipping)."""
+        at the request's output level (``ModelInfo.level``; never above full scale)."""
         ...
 
     def unload(self) -> None:

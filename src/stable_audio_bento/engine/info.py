@@ -65,6 +65,11 @@ class ModelInfo:
     options: frozenset[str] = frozenset({"seconds_start", "negative_prompt"})
     # sampler_kwargs key -> (low, high) allowed range.
     sampler_kwargs: tuple[tuple[str, tuple[float, float]], ...] = ()
+    # Variable-length models whose latent length is rounded as their reference rounds it (SA3:
+    # whole samples, then up to this many latent frames); 0: the plain ceiling.
+    latent_align: int = 0
+    # The output level when a request names none (``audio.LEVELS``): each family's reference.
+    default_level: str = "peak"
 
     @property
     def max_seconds(self) -> float:
@@ -232,7 +237,15 @@ class ModelInfo:
         if self.fixed_window:
             return self.sample_size // self.latent_downsampling
         seconds = request.seconds_start + request.seconds_total + request.padding_seconds
+        if self.latent_align:
+            samples = int(seconds * self.sample_rate)
+            frames = max(1, -(-samples // self.latent_downsampling))
+            return -(-frames // self.latent_align) * self.latent_align
         return max(1, math.ceil(seconds * self.sample_rate / self.latent_downsampling))
+
+    def level(self, request: EngineRequest) -> str:
+        """The output level policy of ``request`` (its own, else the model's)."""
+        return request.normalize or self.default_level
 
     def batch_key(self, request: EngineRequest) -> Hashable:
         """Besides SamplingParams, what two requests must share to run in one batch.

@@ -52,3 +52,20 @@ class ItemNoise:
             return buffer.to(x.dtype)
 
         return draw
+
+    def brownian(self, x: Any, sigma_min: float, sigma_max: float) -> Callable[..., Any]:
+        """The reference's SDE noise: a Brownian tree per item (k-diffusion's
+        ``BrownianTreeNoiseSampler``), seeded as stable-audio-tools seeds it when it builds the
+        tree, with the next ``randint(0, 2**63 - 1)`` of the item's stream. On the CPU a single
+        request then gets the reference's step noise for its seed."""
+        import k_diffusion as K
+        import torch
+
+        seeds = [
+            int(torch.randint(0, 2**63 - 1, [], generator=g, device=g.device).item())
+            for g in self.generators
+        ]
+        sampler: Callable[..., Any] = K.sampling.BrownianTreeNoiseSampler(
+            x, sigma_min, sigma_max, seed=seeds
+        )
+        return sampler

@@ -43,6 +43,8 @@ class EngineRequest:
     init_audio: Any = field(default=None, compare=False, repr=False)
     init_noise_level: float = 1.0
     inpaint_regions: tuple[tuple[float, float], ...] = ()
+    # Output level (``audio.LEVELS``); None: the model family's own (ModelInfo.default_level).
+    normalize: str | None = None
 
     @property
     def mode(self) -> str:

@@ -31,7 +31,7 @@ from ..formats import FormatName
 from ..jobs.queue_control import JobFields
 from ..pipeline.audio_to_audio import DEFAULT_NOISE_LEVEL, AudioInParams
 from ..pipeline.source_audio import check_size
-from ..schemas import STABLE_API, GenerationParams, Seed
+from ..schemas import NORMALIZE_DESCRIPTION, STABLE_API, GenerationParams, Normalize, Seed
 from ..unset import NullMeansUnset, drop_blank
 from .deps import CallerDep, IdempotencyKeyHeader, PublicBaseDep, RuntimeDep
 from .errors import OPENAPI_ERRORS
@@ -89,6 +89,7 @@ class AudioInFields(JobFields, NullMeansUnset):
     trim: bool = Field(
         default=False, description="Use the start of audio longer than the model's window."
     )
+    normalize: Normalize | None = Field(default=None, description=NORMALIZE_DESCRIPTION)
     batch_size: int = Field(
         default=1, ge=1, le=1, description="Outputs: one per audio-in request (the peer's field)."
     )
@@ -136,6 +137,7 @@ class AudioInFields(JobFields, NullMeansUnset):
             cfg_scale=self.cfg_scale,
             seed=self.seed,
             response_format=self.response_format,
+            normalize=self.normalize,
             api=STABLE_API,
         )
         return AudioInParams(

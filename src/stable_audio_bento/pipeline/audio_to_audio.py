@@ -173,14 +173,13 @@ class AudioToAudio:
             return self._plan_continuation(spec, info, source, names)
         source = fit_window(source, info.max_seconds, trim=spec.trim, model=info.name, field=field)
         seconds = source.audio.shape[-1] / info.sample_rate
-        base = self.generator.plan(
-            dataclasses.replace(params, seconds_total=seconds, padding_seconds=0.0)
-        )
+        # The model's own duration padding (SA3's reference pads variations and inpainting
+        # as it pads text-to-audio; the source is zero past its end).
+        base = self.generator.plan(dataclasses.replace(params, seconds_total=seconds))
         request = dataclasses.replace(
             base.request,
             seconds_start=0.0,
             seconds_total=seconds,
-            padding_seconds=0.0,
             init_audio=source.audio,
             init_noise_level=spec.init_noise_level if spec.mode == AUDIO_TO_AUDIO else 1.0,
             inpaint_regions=spec.regions if spec.mode == INPAINTING else (),

@@ -151,6 +151,7 @@ class AudioGenerator:
             seconds_total=length,
             seed=resolve_seed(params.seed),
             padding_seconds=padding,
+            normalize=params.normalize,
         )
         info.check_request(base, names)
         sampling = info.sampling(

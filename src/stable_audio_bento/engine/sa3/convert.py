@@ -1,9 +1,12 @@
 """Convert a Stable Audio 3 model from the hub's stable-audio-tools layout to diffusers' layout.
 
 Source (a directory): ``model_config.json``, ``model.safetensors`` (DiT, SAME, duration
-embedder and, under ``conditioner.conditioners.prompt.model.*``, the T5Gemma encoder) and
-``text_encoder/`` (the T5Gemma repo's ``config.json`` and Gemma tokenizer files; its
-``model.safetensors`` only when the checkpoint lacks the encoder weights).
+embedder, conditioner projections) and T5Gemma in transformers' layout (``config.json``, Gemma
+tokenizer files, ``model.safetensors``) in the first of (``text_encoder_dir``): the prompt
+conditioner's ``model_path``, its ``subfolder`` (the released repos: ``t5gemma-b-b-ul2/``, the
+whole encoder-decoder, of which only the encoder is kept), ``text_encoder/``. Older exports
+hold the encoder inside the checkpoint (``conditioner.conditioners.prompt.model.*``); then the
+folder's weights are not read.
 Target: what ``StableAudio3Pipeline.save_pretrained`` writes (``model_index.json``,
 ``transformer/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``duration_embedder/``,
 ``scheduler/``), loadable offline with ``from_pretrained``.
@@ -102,13 +105,14 @@ def convert_hub_dir(source: Path, target: Path) -> SA3Facts:
     plans = plan_keys(sa3, sorted(shapes))
     configs = diffusers_configs(sa3, shapes)
     states = _component_states(sa3, weights, plans, configs)
+    encoder_dir = text_encoder_dir(source, sa3)
     if not states["text_encoder"]:
-        states["text_encoder"] = _separate_text_encoder(source)
+        states["text_encoder"] = _separate_text_encoder(encoder_dir)
     extras = same_extras(sa3)
-    pipeline = _build_pipeline(sa3, source, configs, states, extras)
+    pipeline = _build_pipeline(sa3, encoder_dir, configs, states, extras)
     target.mkdir(parents=True, exist_ok=True)
     pipeline.save_pretrained(str(target), safe_serialization=True)
-    if extras:  # SAME-S: what AutoencoderSAME's own config cannot say (sa3_same runs it)
+    if extras:  # what AutoencoderSAME's own config cannot say (sa3_same runs SAME-S)
         vae_config = target / "vae" / "config.json"
         written = json.loads(vae_config.read_text())
         vae_config.write_text(json.dumps({**written, EXTRA: extras}, indent=2, sort_keys=True))
@@ -193,16 +197,43 @@ def _fill_missing_inpainting(dit: dict[str, torch.Tensor], config: dict[str, Any
         dit[prefix + "2.bias"] = torch.zeros(embed)
 
 
-def _separate_text_encoder(source: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+def text_encoder_dir(source: Path, sa3: SA3Config) -> Path:
+    """The folder with T5Gemma's config, tokenizer (and weights, unless the checkpoint holds
+    them): the conditioner's ``model_path`` (absolute or relative to ``source``), its
+    ``subfolder`` of ``source``, or ``source/text_encoder``."""
+    candidates = []
+    if sa3.text_encoder_path:
+        candidates.append(source / Path(sa3.text_encoder_path).expanduser())
+    if sa3.text_encoder_subfolder:
+        candidates.append(source / sa3.text_encoder_subfolder)
+    candidates.append(source / "text_encoder")
+    for folder in candidates:
+        if (folder / "config.json").is_file():
+            return folder
+    names = ", ".join(str(c) for c in candidates)
+    raise ImportSourceError(
+        f"{source}: no T5Gemma folder with a config.json (looked in {names}); the released "
+        "repos keep it in the subfolder model_config.json names (t5gemma-b-b-ul2/)"
+    )
 
-    path = source / "text_encoder" / "model.safetensors"
+
+def _separate_text_encoder(folder: Path) -> dict[str, torch.Tensor]:
+    """The T5Gemma ENCODER's weights from a transformers folder: of an encoder-decoder save
+    (``model.encoder.*``, ``model.decoder.*``, ``lm_head.*``) only the encoder is read."""
+    from safetensors import safe_open
+
+    path = folder / "model.safetensors"
     if not path.is_file():
         raise ImportSourceError(
-            f"{source}: the checkpoint holds no T5Gemma weights (conditioner.conditioners."
-            "prompt.model.*) and text_encoder/model.safetensors is missing"
+            f"{folder}: model.safetensors is missing, and the checkpoint holds no T5Gemma "
+            "weights (conditioner.conditioners.prompt.model.*)"
         )
-    return {k.removeprefix("model."): v for k, v in load_file(str(path)).items()}
+    try:
+        with safe_open(str(path), "pt") as f:
+            names = [k for k in f.keys() if k.removeprefix("model.").startswith("encoder.")]  # noqa: SIM118
+            return {k.removeprefix("model."): f.get_tensor(k) for k in names}
+    except Exception as e:  # safetensors raises its own error types for a broken file
+        raise ImportSourceError(f"{path}: not a readable safetensors file ({e})") from e
 
 
 def _strict_load(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
@@ -222,7 +253,7 @@ def _strict_load(module: torch.nn.Module, state: dict[str, torch.Tensor], what: 
 
 def _build_pipeline(
     sa3: SA3Config,
-    source: Path,
+    encoder_dir: Path,
     configs: dict[str, dict[str, Any]],
     states: dict[Component, dict[str, torch.Tensor]],
     extras: dict[str, Any],
@@ -240,7 +271,7 @@ def _build_pipeline(
     _strict_load(transformer, states["transformer"], "transformer")
     _strict_load(vae, states["vae"], "vae")
     _strict_load(duration, states["duration_embedder"], "duration_embedder")
-    text_encoder, tokenizer = _text_encoder(sa3, source, states["text_encoder"])
+    text_encoder, tokenizer = _text_encoder(sa3, encoder_dir, states["text_encoder"])
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler(
         num_train_timesteps=1, shift=1.0, stochastic_sampling=sa3.objective == "rf_denoiser"
     )
@@ -254,17 +285,12 @@ def _build_pipeline(
     )
 
 
-def _text_encoder(sa3: SA3Config, source: Path, state: dict[str, torch.Tensor]) -> tuple[Any, Any]:
+def _text_encoder(sa3: SA3Config, folder: Path, state: dict[str, torch.Tensor]) -> tuple[Any, Any]:
     import torch
     from transformers import AutoConfig, AutoTokenizer, T5GemmaEncoderModel
 
-    folder = source / "text_encoder"
-    if not (folder / "config.json").is_file():
-        raise ImportSourceError(
-            f"{source}: text_encoder/config.json (the {sa3.text_encoder_repo} config) is missing"
-        )
     if not any((folder / name).is_file() for name in TOKENIZER_FILES[:2]):
-        raise ImportSourceError(f"{source}: text_encoder/ has no Gemma tokenizer files")
+        raise ImportSourceError(f"{folder}: no Gemma tokenizer files")
     config = AutoConfig.from_pretrained(str(folder))
     config.is_encoder_decoder = False
     with torch.device("meta"):

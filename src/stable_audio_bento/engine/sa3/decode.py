@@ -123,14 +123,18 @@ def _layer(layer: Any, x: Any, window: int, chunk: int) -> Any:
     return out
 
 
-def _resample_block(block: Any, x: Any, chunk: int) -> Any:
-    """A decoder-mode ``SAMETransformerResamplingBlock``: (B, C_in, T) -> (B, C_out, T * S)."""
+def _resample_block(block: Any, x: Any, chunk: int, noise: Any = None) -> Any:
+    """A decoder-mode ``SAMETransformerResamplingBlock``: (B, C_in, T) -> (B, C_out, T * S).
+
+    ``noise``: (B * T, S, C_in), added to the new tokens (the reference's ``mask_noise``)."""
     import torch
 
     batch, _, frames = x.shape
     stride, channels = block.stride, block.in_channels
     seq = x.transpose(1, 2).reshape(batch * frames, 1, channels)
     new = block.new_tokens.expand(batch * frames, stride, -1)
+    if noise is not None:
+        new = new + noise.to(new.dtype)
     sub = 1 + stride
     seq = torch.cat([seq, new], dim=1).reshape(batch, frames * sub, channels)
     window = block.sliding_window * sub
@@ -140,12 +144,20 @@ def _resample_block(block: Any, x: Any, chunk: int) -> Any:
     return block.mapping(seq.reshape(batch, frames * stride, channels).transpose(1, 2))
 
 
-def decode(vae: Any, latents: Any, samples: int | None = None, chunk: int = CHUNK_TOKENS) -> Any:
+def decode(
+    vae: Any,
+    latents: Any,
+    samples: int | None = None,
+    chunk: int = CHUNK_TOKENS,
+    mask_noise: Any = None,
+) -> Any:
     """Decode ``latents`` (batch, latent_dim, frames) with ``vae`` (an ``AutoencoderSAME``).
 
     Returns (batch, channels, samples): the first ``samples`` samples of the full decode
     (all of them when None). Frames further than the decoder's receptive field past the kept
-    samples are not decoded: they cannot change them.
+    samples are not decoded: they cannot change them. ``mask_noise``: ``draw(shape)``, the
+    new-token noise of every frame (one batch item), drawn in full so that the stream stays the
+    reference's, then cut to the frames decoded.
     """
     ratio = vae.downsampling_ratio
     total = latents.shape[-1] * ratio
@@ -154,6 +166,11 @@ def decode(vae: Any, latents: Any, samples: int | None = None, chunk: int = CHUN
     x = vae.bottleneck.decode(latents[..., :keep])
     decoder = vae.decoder
     x = decoder.proj(x.transpose(1, 2)).transpose(1, 2)
+    full = latents.shape[-1]
     for block in decoder.blocks:
-        x = _resample_block(block, x, chunk)
+        noise = None
+        if mask_noise is not None:
+            noise = mask_noise((full, block.stride, block.in_channels))[: x.shape[-1]]
+        x = _resample_block(block, x, chunk, noise)
+        full *= block.stride
     return vae.patch_embed.decode(x)[..., :samples]

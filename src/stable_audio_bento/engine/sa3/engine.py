@@ -9,22 +9,24 @@ A store entry is a directory in ``StableAudio3Pipeline.save_pretrained``'s layou
 - each request has its own prompt, negative prompt, length and seed; a batch shares steps, cfg
   and sampler, and its latent length (``ModelInfo.batch_key``: the latent is as long as the
   request, plus its padding);
-- the initial noise and every ping-pong re-noise come from the request's own seed
-  (``noise.py``): a request gets the same audio alone or in any batch. On the CPU the streams
-  are exactly those of diffusers' pipeline given one CPU generator per item;
+- the initial noise, every ping-pong re-noise and then the SAME decoder's ``mask_noise`` come
+  from the request's own seed (``noise.py``), in the reference's order: on the CPU a single
+  request gets the reference ``generate()``'s audio for its seed, and a request gets the same
+  audio alone or in any batch;
 - the schedule is SA3's (log-SNR from -6.2 to 2, warped to flow-matching sigmas), the DiT sees
   the sigma as its timestep, and ping-pong, Euler and DPM-Solver++ step from it;
-- CFG (any cfg_scale but 1) runs one doubled batch against each request's negative prompt (or
-  the model's default, or the empty prompt), optionally with the reference's adaptive projected
-  guidance (``apg_scale``);
+- around the DiT, what the reference's ``generate()`` does (``sa3_reference``): its latent
+  rounding, the padding mask past each request's own frames plus its padding, the inpainting
+  input always fed (zeros for text-to-audio), and CFG (any cfg_scale but 1) as its DiT does it:
+  one doubled batch against a zeroed context or the request's negative prompt with its padding
+  zeroed, guided on the clean estimates with adaptive projected guidance over the valid frames
+  (``apg_scale``, 1 by default);
 - the SAME decode is exact and linear in the length (``sa3_decode.py``; SAME-S, the small
   models' chunked autoencoder, through ``same``).
 
-The reference batches requests of different lengths in one latent as long as the longest (plus
-``duration_padding_sec``, rounded up to SAME-S chunks) and, with ``mask_padding_attention``,
-masks each item's frames past its own length + padding out of the DiT's self-attention. Here
-every latent is exactly its request's length + padding (items of one batch share it), so the
-DiT never sees such frames: what the mask does (to a frame of rounding), without one.
+The reference batches requests of different lengths in one latent as long as the longest; here
+every latent is its request's own length + padding (items of one batch share it), so each
+request sees what it would see alone, which is what the reference gives a single request.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from ...audio import FloatAudio, peak_normalize
+from ...audio import FloatAudio, set_level
 from ...errors import GenerationError, ModelLoadError
 from ..contract import (
     AUDIO_TO_AUDIO,
@@ -66,9 +68,10 @@ from ..precision import (
     set_threads,
     torch_dtype,
 )
-from ..splice import keep_mask, splice
+from ..splice import splice
 from . import SA3_BACKEND
 from . import decode as sa3_decode
+from . import reference as sa3_reference
 from . import same as sa3_same
 
 log = logging.getLogger(__name__)
@@ -119,9 +122,11 @@ def read_info(path: Path, name: str, metadata: dict[str, Any]) -> ModelInfo:
         default_cfg_scale=float(metadata.get("cfg_scale", defaults["cfg_scale"])),
         default_sampler=str(metadata.get("sampler", defaults["sampler"])),
         default_negative_prompt=str(negative) if negative else None,
+        default_level="attenuate",
         conditioning_ids=("prompt", "seconds_total"),
         fixed_window=False,
         max_seconds_override=max_seconds,
+        latent_align=sa3_reference.latent_align(vae),
         # Variations from the SAME-encoded source; inpainting through the DiT's own inpainting
         # input (the encoded source and its keep mask), as diffusers' SA3 pipelines do.
         modes=(TEXT_TO_AUDIO, AUDIO_TO_AUDIO, INPAINTING, CONTINUATION),
@@ -246,8 +251,12 @@ class Conditioning:
     mask: Any
     global_embed: Any
     cfg: bool
-    # Inpainting: (batch, 1 + latent_dim, frames), the keep mask then the masked source latent.
+    # The inpainting input, (batch, 1 + latent_dim, frames): the keep mask then the masked
+    # source latent; zeros without source audio (the reference always feeds it).
     local: Any = None
+    # Each item's valid frames (the reference's padding mask) and the mask itself (or None).
+    valid: tuple[int, ...] = ()
+    padding: Any = None
 
 
 class SA3Engine:
@@ -263,8 +272,13 @@ class SA3Engine:
         dtype: Any,
         shift: ScheduleShift | None = None,
         text_tokens: int | None = None,
+        mask_noise: float = 0.0,
     ) -> None:
         self.parts: Components | None = parts
+        # The reference's padding mask in the DiT's self-attention, set for each forward pass.
+        self.attention = sa3_reference.install_padding_mask(parts.transformer)
+        # The SAME decoder's new-token noise scale (the reference applies it at inference).
+        self.mask_noise = mask_noise
         # Prompts are padded to the entry's own text length, else the tokenizer's (at most 256).
         tokenizer_length = int(getattr(parts.tokenizer, "model_max_length", MAX_TEXT_TOKENS))
         self.text_tokens = text_tokens or min(tokenizer_length, MAX_TEXT_TOKENS)
@@ -309,6 +323,7 @@ class SA3Engine:
         shift = ScheduleShift.from_metadata(name, meta)
         norm_eps = meta.get("dit_norm_eps")
         text_tokens = int(meta["prompt_max_length"]) if "prompt_max_length" in meta else None
+        mask_noise = float(sa3_same.same_extras(path / "vae").get("decoder_mask_noise", 0.0))
         started = time.perf_counter()
 
         def make(candidate: str, fresh: bool) -> SA3Engine:
@@ -326,7 +341,9 @@ class SA3Engine:
                 quantize_int8(parts.transformer)
             if compile:
                 parts.transformer.compile(dynamic=True)
-            return cls(parts.to(resolved), info, resolved, precision, shift, text_tokens)
+            return cls(
+                parts.to(resolved), info, resolved, precision, shift, text_tokens, mask_noise
+            )
 
         # On a CPU a reduced precision must also stay close to float32's audio.
         reference = None
@@ -394,7 +411,7 @@ class SA3Engine:
         sampling: SamplingParams,
         progress: ProgressCallback | None = None,
     ) -> list[FloatAudio]:
-        """One diffusion batch; float32 (channels, samples) per request, peak-normalised."""
+        """One diffusion batch; float32 (channels, samples) per request at its output level."""
         if not requests:
             return []
         for request in requests:
@@ -406,18 +423,20 @@ class SA3Engine:
         started = time.perf_counter()
         with self._run_lock, torch.inference_mode():
             self._parts()
-            latents = self.sample(requests, sampling, progress)
+            latents, streams = self.sample_streams(requests, sampling, progress)
             outputs = [
-                self._finish(self.decode(latents[i : i + 1], r), r) for i, r in enumerate(requests)
+                self._finish(self.decode(latents[i : i + 1], r, streams[i]), r)
+                for i, r in enumerate(requests)
             ]
         self.stats.record(len(requests), time.perf_counter() - started)
         return outputs
 
     def _finish(self, audio: FloatAudio, request: EngineRequest) -> FloatAudio:
-        """Inpainting keeps the source outside its regions; everything else is normalised."""
+        """Inpainting keeps the source outside its regions; everything gets the request's
+        output level (by default the reference's: never boosted, attenuated above full scale)."""
         if request.inpaint_regions and request.init_audio is not None:
-            return splice(audio, request, self.info.sample_rate)
-        return peak_normalize(audio)
+            audio = splice(audio, request, self.info.sample_rate)
+        return set_level(audio, self.info.level(request))
 
     def encode_sources(self, requests: Sequence[EngineRequest], frames: int) -> Any:
         """The batch's source audio as SAME latents, ``frames`` long (zeros past the source)."""
@@ -450,26 +469,35 @@ class SA3Engine:
         """Text (T5Gemma) and duration embeddings; the duration is also the last context token.
 
         The duration is the length kept (``seconds_total``), not the padded length denoised.
+        With CFG the unconditional rows are the reference's: a zero context, or the negative
+        prompt's with its padding zeroed (so the DiT has no padding to replace there).
         """
         import torch
 
-        prompts = [r.prompt for r in requests]
-        if cfg:
-            default = self.info.default_negative_prompt or ""
-            negatives = [
-                default if r.negative_prompt is None else r.negative_prompt for r in requests
-            ]
-            prompts = negatives + prompts
-        embeds, mask = self._encode_text(prompts)
+        embeds, mask = self._encode_text([r.prompt for r in requests])
         seconds = torch.tensor(
             [float(r.seconds_total) for r in requests], dtype=torch.float32, device=self.device
         )
         global_embed = self._parts().duration_embedder(seconds)
-        if cfg:
-            global_embed = torch.cat([global_embed, global_embed])
         context = torch.cat([embeds, global_embed[:, None].to(embeds.dtype)], dim=1)
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-        return Conditioning(context, mask, global_embed, cfg)
+        if not cfg:
+            return Conditioning(context, mask, global_embed, cfg)
+        default = self.info.default_negative_prompt
+        negatives = [default if r.negative_prompt is None else r.negative_prompt for r in requests]
+        uncond = torch.zeros_like(context)
+        rows = [i for i, negative in enumerate(negatives) if negative]
+        if rows:
+            neg, neg_mask = self._encode_text([str(negatives[i]) for i in rows])
+            neg = torch.cat([neg, global_embed[rows, None].to(neg.dtype)], dim=1)
+            neg_mask = torch.cat([neg_mask, neg_mask.new_ones((len(rows), 1))], dim=1)
+            uncond[rows] = torch.where(neg_mask.bool()[..., None], neg, torch.zeros_like(neg))
+        return Conditioning(
+            torch.cat([uncond, context]),
+            torch.cat([torch.ones_like(mask), mask]),
+            torch.cat([global_embed, global_embed]),
+            cfg,
+        )
 
     def velocity(
         self,
@@ -481,46 +509,42 @@ class SA3Engine:
     ) -> Any:
         """The DiT's velocity at noise level ``sigma`` (guided when the batch uses CFG).
 
-        ``apg_scale`` (CFG only): adaptive projected guidance as the reference's DiT does it:
-        the guidance direction (conditioned minus unconditioned clean estimate) loses its part
-        parallel to the conditioned estimate, in proportion (1: all of it, 0: plain CFG).
-        None is plain CFG, as diffusers' pipeline.
+        The DiT always gets the inpainting input (zeros without source audio) and the padding
+        mask; CFG is the reference's (``sa3_reference.guide``), ``apg_scale`` None meaning its
+        default (1: full adaptive projected guidance; 0 is plain CFG).
         """
         import torch
 
-        model_in = torch.cat([x, x]) if cond.cfg else x
+        def doubled(t: Any) -> Any:
+            return None if t is None else (torch.cat([t, t]) if cond.cfg else t)
+
+        model_in = doubled(x)
         timestep = torch.full((model_in.shape[0],), sigma, dtype=torch.float32, device=x.device)
-        extra: dict[str, Any] = {}
-        if cond.local is not None:
-            local = torch.cat([cond.local, cond.local]) if cond.cfg else cond.local
-            extra["local_add_cond"] = local.to(self.dtype)
-        v = (
-            self._parts()
-            .transformer(
-                model_in.to(self.dtype),
-                timestep,
-                encoder_hidden_states=cond.context,
-                global_hidden_states=cond.global_embed,
-                encoder_attention_mask=cond.mask,
-                return_dict=False,
-                **extra,
-            )[0]
-            .float()
-        )
+        local = cond.local
+        if local is None:
+            local = sa3_reference.zero_local(x.shape[0], x.shape[1], x.shape[2], x.device, x.dtype)
+        self.attention.mask = doubled(cond.padding)
+        try:
+            v = (
+                self._parts()
+                .transformer(
+                    model_in.to(self.dtype),
+                    timestep,
+                    encoder_hidden_states=cond.context,
+                    global_hidden_states=cond.global_embed,
+                    encoder_attention_mask=cond.mask,
+                    local_add_cond=doubled(local).to(self.dtype),
+                    return_dict=False,
+                )[0]
+                .float()
+            )
+        finally:
+            self.attention.mask = None
         if not cond.cfg:
             return v
         uncond, text = v.chunk(2)
-        if apg_scale is None:
-            return uncond + cfg_scale * (text - uncond)
-        conditioned = x - sigma * text
-        diff = conditioned - (x - sigma * uncond)
-        if apg_scale != 0:
-            unit = conditioned.double()
-            direction = unit / unit.norm(dim=(-1, -2), keepdim=True).clamp_min(1e-12)
-            along = (diff.double() * direction).sum(dim=[-1, -2], keepdim=True) * direction
-            orthogonal = (diff.double() - along).to(diff.dtype)
-            diff = apg_scale * orthogonal + (1 - apg_scale) * diff
-        return (x - (conditioned + (cfg_scale - 1) * diff)) / sigma
+        apg = sa3_reference.DEFAULT_APG_SCALE if apg_scale is None else apg_scale
+        return sa3_reference.guide(x, sigma, text, uncond, cfg_scale, apg, cond.padding)
 
     def sample(
         self,
@@ -530,7 +554,19 @@ class SA3Engine:
         start: Any = None,
         sigma_max: float = 1.0,
     ) -> Any:
-        """Denoise a batch; float32 latents (batch, latent_dim, frames).
+        """Denoise a batch; float32 latents (batch, latent_dim, frames) (``sample_streams``)."""
+        return self.sample_streams(requests, sampling, progress, start, sigma_max)[0]
+
+    def sample_streams(
+        self,
+        requests: Sequence[EngineRequest],
+        sampling: SamplingParams,
+        progress: ProgressCallback | None = None,
+        start: Any = None,
+        sigma_max: float = 1.0,
+    ) -> tuple[Any, list[Any]]:
+        """Denoise a batch; float32 latents (batch, latent_dim, frames) and each item's random
+        stream (its generator, where the reference's decoder draws next).
 
         ``start`` (optional, batch x latent_dim x frames) is where sampling begins instead of
         pure noise, mixed as ``(1 - sigma_max) * start + sigma_max * noise`` (audio-to-audio).
@@ -550,15 +586,21 @@ class SA3Engine:
             # A length-adaptive schedule that differs between items: each group of equal
             # schedules runs on its own (every item keeps its own noise, so nothing changes).
             return self._sample_groups(requests, schedules, sampling, progress, start, sigma_max)
-        shape = (int(parts.transformer.config.io_channels), frames)
+        latent_dim = int(parts.transformer.config.io_channels)
+        shape = (latent_dim, frames)
         seeds = [r.seed for r in requests]
-        local = None
+        rate, ratio = self.info.sample_rate, self.info.latent_downsampling
+        local = sa3_reference.zero_local(len(requests), latent_dim, frames, self.device, _float32())
         if requests[0].init_audio is not None and start is None:  # one mode per batch
             source = self.encode_sources(requests, frames)
             if requests[0].inpaint_regions:
-                ratio = self.info.latent_downsampling
                 keep = torch.stack(
-                    [keep_mask(r, self.info.sample_rate, ratio, frames) for r in requests]
+                    [
+                        sa3_reference.keep_mask(
+                            r.inpaint_regions, r.seconds_total, rate, ratio, frames
+                        )
+                        for r in requests
+                    ]
                 ).to(self.device)
                 local = torch.cat([keep, source * keep], dim=1)
             else:
@@ -568,9 +610,14 @@ class SA3Engine:
             x = (1 - sigma_max) * start.float() + sigma_max * x
         cond = self.conditioning(requests, cfg=sampling.cfg_scale != 1)
         cond.local = local
-        return self.denoise(
-            x, schedules[0], cond, sampling, ItemNoise(seeds, shape, self.device), progress
+        cond.valid = tuple(
+            sa3_reference.valid_frames(r.seconds_total, r.padding_seconds, rate, ratio, frames)
+            for r in requests
         )
+        cond.padding = sa3_reference.padding_mask(cond.valid, frames, self.device)
+        streams = ItemNoise(seeds, shape, self.device)
+        latents = self.denoise(x, schedules[0], cond, sampling, streams, progress)
+        return latents, list(streams.generators)
 
     def schedule(
         self, request: EngineRequest, frames: int, steps: int, sigma_max: float = 1.0
@@ -592,13 +639,14 @@ class SA3Engine:
         progress: ProgressCallback | None,
         start: Any,
         sigma_max: float,
-    ) -> Any:
+    ) -> tuple[Any, list[Any]]:
         import torch
 
         groups: dict[tuple[float, ...], list[int]] = {}
         for i, sigmas in enumerate(schedules):
             groups.setdefault(tuple(sigmas), []).append(i)
         out: Any = None
+        streams: list[Any] = [None] * len(requests)
         steps, count = sampling.steps, len(groups)
         reported = 0
 
@@ -613,7 +661,7 @@ class SA3Engine:
             return report
 
         for k, rows in enumerate(groups.values()):
-            part = self.sample(
+            part, generators = self.sample_streams(
                 [requests[i] for i in rows],
                 sampling,
                 overall(k),
@@ -623,7 +671,9 @@ class SA3Engine:
             if out is None:
                 out = torch.empty((len(requests), *part.shape[1:]), device=part.device)
             out[rows] = part
-        return out
+            for i, generator in zip(rows, generators, strict=True):
+                streams[i] = generator
+        return out, streams
 
     def denoise(
         self,
@@ -651,9 +701,11 @@ class SA3Engine:
                 denoised = on_denoised(denoised, i)
                 v = (x - denoised) / sigma
             if sampling.sampler == "pingpong":
-                # Back to the next noise level with fresh noise from each request's stream
-                # (none is needed, so none is drawn, on the last step).
-                x = denoised if following == 0 else (1 - following) * denoised + following * fresh()
+                # Back to the next noise level with fresh noise from each request's stream;
+                # the last step draws too (weighted 0), as the reference's, so what is drawn
+                # after the loop (the decoder's noise) comes from the same place in the stream.
+                noise = fresh()
+                x = denoised if following == 0 else (1 - following) * denoised + following * noise
             elif sampling.sampler == "euler":
                 x = x + (following - sigma) * v
             else:  # dpmpp: DPM-Solver++(2M) in the flow's log-SNR
@@ -663,15 +715,28 @@ class SA3Engine:
                 progress(i + 1, total)
         return x
 
-    def decode(self, latent: Any, request: EngineRequest) -> FloatAudio:
-        """One item's audio: exactly ``seconds_total`` long, float32 on the host."""
+    def decode(self, latent: Any, request: EngineRequest, stream: Any = None) -> FloatAudio:
+        """One item's audio: exactly ``seconds_total`` long, float32 on the host.
+
+        ``stream``: the item's generator, for the decoder's new-token noise (``mask_noise``).
+        """
+        import torch
+
         parts = self._parts()
         count = round(request.seconds_total * self.info.sample_rate)
         latent = latent.to(self.dtype)
+        draw = None
+        if stream is not None and self.mask_noise > 0:
+            scale = self.mask_noise
+
+            def draw(shape: tuple[int, ...]) -> Any:
+                noise = torch.randn(shape, generator=stream, device=self.device)
+                return noise * scale
+
         if sa3_same.uses_chunks(parts.vae):  # SAME-S: fixed chunks, linear by construction
-            audio = sa3_same.decode(parts.vae, latent)[..., :count]
+            audio = sa3_same.decode(parts.vae, latent, draw)[..., :count]
         else:
-            audio = sa3_decode.decode(parts.vae, latent, samples=count)
+            audio = sa3_decode.decode(parts.vae, latent, samples=count, mask_noise=draw)
         result: FloatAudio = audio[0].cpu().float().numpy()
         if result.shape[-1] != count:
             raise GenerationError(

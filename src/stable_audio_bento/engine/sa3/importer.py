@@ -26,7 +26,7 @@ from .convert import (
     convert_hub_dir,
     copy_diffusers_dir,
 )
-from .layout import is_sa3_config
+from .layout import is_sa3_config, read_config
 
 SA3_VARIANTS = ("small-sfx", "small-music", "medium")
 # repo id -> aliases (besides the repo id itself): "small-sfx", "stable-audio-3-small-sfx", ...
@@ -114,33 +114,50 @@ def import_sa3_hub(
     name: str | None,
     token: str | None,
 ) -> str:
-    """Download the rest of an SA3 hub repo (weights, T5Gemma config and tokenizer), convert.
+    """Download the rest of an SA3 hub repo (weights, T5Gemma), convert, store.
 
-    Call inside ``engine.importer.import_hub``'s error mapping: hub errors become one clear line.
+    Everything comes from one commit (``revision``, resolved by the caller). T5Gemma comes from
+    where the prompt conditioner says: the released repos name a subfolder of themselves
+    (``t5gemma-b-b-ul2/``: config, tokenizer, and the encoder-decoder weights, read only when
+    the checkpoint lacks the encoder); older configs another repo (``google/t5gemma-b-b-ul2``,
+    its config and tokenizer, pinned to its current commit). Call inside
+    ``engine.importer.import_hub``'s error mapping: hub errors become one clear line.
     """
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import GatedRepoError
 
-    config = json.loads(config_path.read_text())
-    encoder_repo = _text_encoder_repo(config)
+    sa3 = read_config(json.loads(config_path.read_text()))
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "hub"
-        encoder = source / "text_encoder"
-        encoder.mkdir(parents=True)
+        source.mkdir()
         shutil.copy(config_path, source / "model_config.json")
         # hf_hub_download shows a progress bar per file.
         weights = hf_hub_download(repo_id, "model.safetensors", revision=revision, token=token)
         (source / "model.safetensors").symlink_to(Path(weights).resolve())
+        need_weights = not checkpoint_has_text_encoder(source / "model.safetensors")
+        sub = sa3.text_encoder_subfolder
+        where = f"{repo_id}/{sub}" if sub else sa3.text_encoder_repo
         try:
-            _download_text_encoder(encoder_repo, encoder, token)
-            if not checkpoint_has_text_encoder(source / "model.safetensors"):
-                path = hf_hub_download(encoder_repo, TEXT_ENCODER_WEIGHTS, token=token)
-                (encoder / TEXT_ENCODER_WEIGHTS).symlink_to(Path(path).resolve())
+            if sub and not _download_subfolder(
+                repo_id, revision, sub, source / sub, token, need_weights
+            ):
+                # A config copied from another repo: its subfolder, at that repo's commit.
+                where = f"{sa3.text_encoder_repo}/{sub}"
+                if not _download_subfolder(
+                    sa3.text_encoder_repo, None, sub, source / sub, token, need_weights
+                ):
+                    raise ImportSourceError(
+                        f"{repo_id}: the T5Gemma subfolder {sub}/ is not in {repo_id} nor in "
+                        f"{sa3.text_encoder_repo}"
+                    )
+            elif not sub:
+                _download_text_encoder(
+                    sa3.text_encoder_repo, source / "text_encoder", token, need_weights
+                )
         except GatedRepoError as e:
             hint = "set HF_TOKEN" if not token else "accept its terms on its hub page"
             raise ImportSourceError(
-                f"{encoder_repo} (the T5Gemma text encoder of {repo_id}) is gated: "
-                f"{hint} and try again"
+                f"{where} (the T5Gemma text encoder of {repo_id}) is gated: {hint} and try again"
             ) from e
         entry = Path(tmp) / "entry"
         facts = convert_hub_dir(source, entry)
@@ -152,24 +169,54 @@ def import_sa3_hub(
         return save_to_store(name, entry, metadata)
 
 
-def _text_encoder_repo(config: dict[str, Any]) -> str:
-    for conditioner in config.get("model", {}).get("conditioning", {}).get("configs", []):
-        if conditioner.get("type") == "t5gemma":
-            cfg = conditioner.get("config", {})
-            return str(cfg.get("repo_id") or cfg.get("model_name") or "google/t5gemma-b-b-ul2")
-    raise ImportSourceError("model_config.json: no t5gemma prompt conditioner")
+def _download_subfolder(
+    repo: str, revision: str | None, sub: str, target: Path, token: str | None, weights: bool
+) -> bool:
+    """T5Gemma's config, tokenizer files (and weights when ``weights``) from ``repo``'s
+    subfolder ``sub`` into ``target``; False when the repo has no such subfolder."""
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
+
+    api = HfApi()
+    revision = revision or api.model_info(repo, token=token).sha
+    try:
+        tree = api.list_repo_tree(repo, path_in_repo=sub, revision=revision, token=token)
+        files = {getattr(item, "path", "").removeprefix(sub + "/") for item in tree}
+    except (EntryNotFoundError, RevisionNotFoundError):
+        return False
+    if not files:
+        return False
+    wanted = [TEXT_ENCODER_CONFIG, *[f for f in TOKENIZER_FILES if f in files]]
+    if weights:
+        wanted.append(TEXT_ENCODER_WEIGHTS)
+    missing = [f for f in wanted if f not in files]
+    if missing or len(wanted) == 1 + weights:
+        raise ImportSourceError(
+            f"{repo}/{sub}: the T5Gemma {', '.join(missing) or 'tokenizer files'} missing"
+        )
+    target.mkdir(parents=True, exist_ok=True)
+    for filename in wanted:
+        path = hf_hub_download(repo, filename, subfolder=sub, revision=revision, token=token)
+        (target / filename).symlink_to(Path(path).resolve())
+    return True
 
 
-def _download_text_encoder(repo: str, target: Path, token: str | None) -> None:
-    """The T5Gemma config and the Gemma tokenizer files the repo has."""
+def _download_text_encoder(repo: str, target: Path, token: str | None, weights: bool) -> None:
+    """The T5Gemma config and the Gemma tokenizer files (and weights) of another repo, at its
+    current commit."""
     from huggingface_hub import HfApi, hf_hub_download
 
-    files = {s.rfilename for s in HfApi().model_info(repo, token=token).siblings or []}
+    info = HfApi().model_info(repo, token=token)
+    files = {s.rfilename for s in info.siblings or []}
     wanted = [TEXT_ENCODER_CONFIG, *[f for f in TOKENIZER_FILES if f in files]]
     if TEXT_ENCODER_CONFIG not in files or len(wanted) == 1:
         raise ImportSourceError(f"{repo}: the T5Gemma config or the tokenizer files are missing")
+    if weights:
+        wanted.append(TEXT_ENCODER_WEIGHTS)
+    target.mkdir(parents=True, exist_ok=True)
     for filename in wanted:
-        shutil.copy(hf_hub_download(repo, filename, token=token), target / filename)
+        path = hf_hub_download(repo, filename, revision=info.sha, token=token)
+        (target / filename).symlink_to(Path(path).resolve())
 
 
 # The family's importer, as the registry (``engine.families``) calls it.

@@ -82,6 +82,10 @@ class SA3Config:
     sampling_shift: dict[str, Any] | None = None
     use_effective_length_for_schedule: bool = False
     mask_padding_attention: bool = False
+    # Where the prompt conditioner finds T5Gemma besides ``text_encoder_repo``: a subfolder of
+    # that repo (the released repos: ``t5gemma-b-b-ul2``) and a local ``model_path``.
+    text_encoder_subfolder: str = ""
+    text_encoder_path: str = ""
 
 
 def is_sa3_config(config: Mapping[str, Any]) -> bool:
@@ -232,6 +236,8 @@ def read_config(config: Mapping[str, Any]) -> SA3Config:
             diffusion.get("use_effective_length_for_schedule", False)
         ),
         mask_padding_attention=bool(diffusion.get("mask_padding_attention", False)),
+        text_encoder_subfolder=str(prompt.get("subfolder") or ""),
+        text_encoder_path=str(prompt.get("model_path") or ""),
     )
 
 
@@ -361,6 +367,14 @@ def same_extras(sa3: SA3Config) -> dict[str, Any]:
     for half, cfg in (("encoder", encoder), ("decoder", decoder)):
         if cfg.get("conv_mapping", False):
             extras[f"{half}_mapping_kernel"] = 3
+    # What the reference's generate() reads from the autoencoder config besides the weights:
+    # the decoder's new-token noise (applied at inference too) and the latent-length alignment
+    # (``chunk_size // strides[0]`` latent frames, chunk_size 32 when unset).
+    mask_noise = float(decoder.get("mask_noise", 0.0))
+    if mask_noise:
+        extras["decoder_mask_noise"] = mask_noise
+    strides = encoder.get("strides") or [1]
+    extras["latent_align"] = max(1, int(encoder.get("chunk_size", 32)) // int(strides[0]))
     return extras
 
 

@@ -122,8 +122,11 @@ def _pad(x: Any, multiple: int, dim: int) -> Any:
     return torch.cat([x, x.new_zeros(shape)], dim=dim)
 
 
-def _block(block: Any, x: Any, extras: dict[str, Any]) -> Any:
-    """One resampling block with chunked attention: (batch, C_in, T) -> (batch, C_out, T')."""
+def _block(block: Any, x: Any, extras: dict[str, Any], mask_noise: Any = None) -> Any:
+    """One resampling block with chunked attention: (batch, C_in, T) -> (batch, C_out, T').
+
+    ``mask_noise`` (decoder): ``draw(shape)`` -> the noise the reference adds to the new tokens
+    (already scaled), or None."""
     import torch
 
     if extras.get("attention") != "chunked":  # the band: diffusers' own block (mapping swapped)
@@ -147,6 +150,8 @@ def _block(block: Any, x: Any, extras: dict[str, Any]) -> Any:
     batch, latents, dim = seq.shape
     seq = seq.reshape(batch * latents, 1, dim)
     new = block.new_tokens.expand(seq.shape[0], stride, dim)
+    if mask_noise is not None:
+        new = new + mask_noise((seq.shape[0], stride, dim)).to(new.dtype)
     seq = torch.cat([seq, new], dim=1).reshape(batch, -1, dim)
     seq = _layers(block, seq, chunk, shift)
     seq = seq.reshape(-1, sub, dim)[:, -stride:, :].reshape(batch, -1, dim)
@@ -163,11 +168,13 @@ def encode(vae: Any, audio: Any) -> Any:
     return vae.bottleneck.encode(x)
 
 
-def decode(vae: Any, latents: Any) -> Any:
-    """Latents (batch, latent_dim, frames) -> audio (batch, channels, samples)."""
+def decode(vae: Any, latents: Any, mask_noise: Any = None) -> Any:
+    """Latents (batch, latent_dim, frames) -> audio (batch, channels, samples).
+
+    ``mask_noise``: ``draw(shape)``, the decoder's new-token noise (see ``_block``)."""
     extras = vae.sa3_bento
     x = vae.bottleneck.decode(latents)
     x = vae.decoder.proj(x.transpose(1, 2)).transpose(1, 2)
     for block in vae.decoder.blocks:
-        x = _block(block, x, extras)
+        x = _block(block, x, extras, mask_noise)
     return vae.patch_embed.decode(x)

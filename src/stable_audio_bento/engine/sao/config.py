@@ -11,7 +11,9 @@ from ..request import AUDIO_TO_AUDIO, CONTINUATION, INPAINTING, TEXT_TO_AUDIO
 # The v objective's default noise schedule (stable-audio-tools' samplers).
 SIGMA_MIN, SIGMA_MAX = 0.3, 500.0
 # The sampler settings a v-objective model takes from ``sampler_kwargs``: its noise schedule.
-V_SAMPLER_KWARGS = {"sigma_min": (1e-4, 1e4), "sigma_max": (1e-4, 1e4)}
+# brownian_noise (0 or 1): the SDE samplers' step noise from the reference's Brownian tree
+# (the same take as stable-audio-tools for a seed, much slower) instead of independent draws.
+V_SAMPLER_KWARGS = {"sigma_min": (1e-4, 1e4), "sigma_max": (1e-4, 1e4), "brownian_noise": (0, 1)}
 
 
 def info_from_config(

@@ -4,11 +4,13 @@ Each request in a batch has its own prompt, negative prompt, start / length and 
 and sampler are shared by the batch. Every random draw of a request comes from its own seed
 (``noise.py``), so a request gives the same audio alone or in any batch.
 
-The SDE samplers draw their per-step noise from each request's own generator rather than from a
-Brownian tree: the samplers query one disjoint sigma interval per step, where a Brownian tree's
-normalised increments are independent standard normals too, so the distribution is the same, at
-a fraction of the cost (the tree walk cost ~13 ms per item and step on a CPU, in a Python loop
-over items).
+The SDE samplers draw their per-step noise from each request's own generator by default rather
+than from a Brownian tree: the samplers query one disjoint sigma interval per step, where a
+Brownian tree's normalised increments are independent standard normals too, so the distribution
+is the same, at a fraction of the cost; the seed then gives another take than
+stable-audio-tools'. ``sampler_kwargs={"brownian_noise": 1}`` asks for the reference's tree (one
+per request, seeded from the request's stream as stable-audio-tools seeds its own): the same take
+for the seed, at the tree walk's cost (README, "Performance").
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ...audio import FloatAudio, peak_normalize
+from ...audio import FloatAudio, set_level
 from ...errors import GenerationError, ModelLoadError
 from ...store.hub_cache import link_text_encoder, prepare_offline_hub
 from ..contract import EngineRequest, EngineStats, LoadOptions, ProgressCallback, SamplingParams
@@ -292,10 +294,11 @@ class StableAudioEngine:
         }
 
     def _finish(self, audio: FloatAudio, request: EngineRequest) -> FloatAudio:
-        """Inpainting keeps the source outside its regions; everything else is normalised."""
+        """Inpainting keeps the source outside its regions; everything else gets the request's
+        output level (peak-normalised unless it asks otherwise)."""
         if request.inpaint_regions and request.init_audio is not None:
             return splice(audio, request, self.info.sample_rate)
-        return peak_normalize(audio)
+        return set_level(audio, self.info.level(request))
 
     def encode_sources(self, requests: Sequence[EngineRequest]) -> _Source | None:
         """The batch's source audio as window latents, and the frames that follow it.
@@ -413,7 +416,12 @@ class StableAudioEngine:
             # estimate and nothing else (k-diffusion's own loop fails there on unset history):
             # Euler's single step to 0 is that same estimate.
             name = "k-euler"
-        if name in ("dpmpp-3m-sde", "dpmpp-2m-sde", "k-dpmpp-2s-ancestral"):
+        if name in ("dpmpp-3m-sde", "dpmpp-2m-sde") and schedule.get("brownian_noise"):
+            positive = sigmas[sigmas > 0]
+            kwargs["noise_sampler"] = item_noise.brownian(
+                x, float(positive.min()), float(positive.max())
+            )
+        elif name in ("dpmpp-3m-sde", "dpmpp-2m-sde", "k-dpmpp-2s-ancestral"):
             kwargs["noise_sampler"] = item_noise.like(x)
         functions = {
             "dpmpp-3m-sde": K.sampling.sample_dpmpp_3m_sde,
