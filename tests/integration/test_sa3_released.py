@@ -28,7 +28,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from stable_audio_bento.engine import EngineRequest
+from stable_audio_bento.engine import EngineRequest, LoadOptions
 from stable_audio_bento.engine.sa3.engine import SA3Engine
 from tests.fake_hub import FakeRepo, fake_hub
 from tests.integration.test_sa3_convert import DATA, SMALL, hub_env, hub_state, user_env
@@ -191,7 +191,8 @@ def test_the_entry_keeps_only_the_encoder_and_loads_offline(released: Released, 
     vae = json.loads((entry / "vae" / "config.json").read_text())
     assert vae["sa3_bento"]["decoder_mask_noise"] == 0.01
     assert vae["sa3_bento"]["latent_align"] == 2  # chunk_size 8 / stride 4
-    engine = SA3Engine.load(entry, case, released.metadata(case), device="cpu", check=False)
+    options = LoadOptions(device="cpu", check=False)
+    engine = SA3Engine.load(entry, case, released.metadata(case), options)
     assert engine.mask_noise == 0.01
     assert engine.info.default_level == "attenuate"
     audio = engine.generate(

@@ -9,8 +9,8 @@ import torch
 
 from stable_audio_bento.audio import set_level
 from stable_audio_bento.engine import EngineRequest
-from stable_audio_bento.engine.sa3 import reference as ref
 from stable_audio_bento.engine.info import ModelInfo
+from stable_audio_bento.engine.sa3 import reference as ref
 
 RATE, RATIO = 44100, 4096
 
