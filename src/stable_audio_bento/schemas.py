@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import limits
 from .formats import FormatName
+from .lora.request import LORAS_DESCRIPTION, MAX_LORAS, LoraRequest
 
 Scalar = float | int | bool | str
 Seed = Annotated[
@@ -85,6 +86,8 @@ class GenerationParams:
     padding_seconds: float | None = None
     sampler_kwargs: tuple[tuple[str, Scalar], ...] = ()
     chunked_decode: bool = False
+    # (LoRA name, strength) in stacking order.
+    loras: tuple[tuple[str, float], ...] = ()
     # Which API the request came in through: errors name that API's fields.
     api: str = VLLM_API
 
@@ -96,6 +99,7 @@ class GenerationParams:
         """What a job stores: every field, versioned, independent of the API it came from."""
         record = asdict(self)
         record["sampler_kwargs"] = dict(self.sampler_kwargs)
+        record["loras"] = [{"name": n, "strength": s} for n, s in self.loras]
         return {"version": PARAMS_VERSION, **record}
 
     @classmethod
@@ -116,7 +120,14 @@ class GenerationParams:
             )
         values = {k: v for k, v in record.items() if k in cls.__dataclass_fields__}
         values["sampler_kwargs"] = tuple(sorted(dict(values.get("sampler_kwargs") or {}).items()))
+        values["loras"] = tuple(
+            (x["name"], float(x["strength"])) for x in values.get("loras") or ()
+        )
         return cls(**values)
+
+
+def lora_pairs(loras: list[LoraRequest] | None) -> tuple[tuple[str, float], ...]:
+    return tuple((item.name, item.strength) for item in loras or ())
 
 
 def _not_blank(value: str, field_name: str) -> str:
@@ -186,6 +197,9 @@ class AudioGenerateRequest(CompatRequest):
     guidance_scale: float | None = Field(default=None, ge=0, le=limits.GUIDANCE_SCALE_MAX)
     num_inference_steps: int | None = Field(default=None, ge=1, le=limits.INFERENCE_STEPS_MAX)
     seed: Seed | None = None
+    loras: list[LoraRequest] | None = Field(
+        default=None, max_length=MAX_LORAS, description=LORAS_DESCRIPTION
+    )
 
     @field_validator("input")
     @classmethod
@@ -212,6 +226,7 @@ class AudioGenerateRequest(CompatRequest):
             seed=self.seed,
             response_format=self.response_format,
             speed=self.speed,
+            loras=lora_pairs(self.loras),
             api=VLLM_API,
         )
 
@@ -256,6 +271,9 @@ class GenerationsRequest(CompatRequest):
         default=None, description="Extra sampler settings (scalars) the model accepts."
     )
     response_format: FormatName = Field(default="wav", description="Audio format.")
+    loras: list[LoraRequest] | None = Field(
+        default=None, max_length=MAX_LORAS, description=LORAS_DESCRIPTION
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -282,6 +300,7 @@ class GenerationsRequest(CompatRequest):
             padding_seconds=self.duration_padding_sec,
             sampler_kwargs=tuple(sorted((self.sampler_kwargs or {}).items())),
             chunked_decode=self.chunked_decode,
+            loras=lora_pairs(self.loras),
             api=STABLE_API,
         )
 
@@ -326,4 +345,5 @@ def stable_api_body(params: GenerationParams) -> dict[str, Any]:
         "duration_padding_sec": params.padding_seconds,
         "sampler_kwargs": dict(params.sampler_kwargs) or None,
         "response_format": params.response_format,
+        "loras": [{"name": n, "strength": s} for n, s in params.loras] or None,
     }

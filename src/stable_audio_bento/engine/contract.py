@@ -68,6 +68,8 @@ class SamplingParams:
     apg_scale: float | None = None
     # Extra sampler settings, validated by the model's ModelInfo.
     sampler_kwargs: tuple[tuple[str, Scalar], ...] = ()
+    # LoRAs as (store tag, strength), in stacking order (``lora.apply``).
+    loras: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass

@@ -44,6 +44,7 @@ import numpy as np
 from .. import sa3_same
 from ..audio import FloatAudio, peak_normalize
 from ..errors import GenerationError, ModelLoadError
+from ..lora.apply import applied as lora_applied
 from . import sa3_decode
 from .audio_in import keep_mask, splice
 from .contract import (
@@ -405,7 +406,7 @@ class SA3Engine:
         import torch
 
         started = time.perf_counter()
-        with self._run_lock, torch.inference_mode():
+        with self._run_lock, torch.inference_mode(), lora_applied(self, sampling.loras):
             self._parts()
             latents = self.sample(requests, sampling, progress)
             outputs = [

@@ -28,6 +28,7 @@ import numpy as np
 from ..audio import FloatAudio, peak_normalize
 from ..errors import GenerationError, ModelLoadError
 from ..hub_cache import link_text_encoder, prepare_offline_hub
+from ..lora.apply import applied as lora_applied
 from .audio_in import keep_mask, splice, v_sigma
 from .contract import EngineRequest, EngineStats, ProgressCallback, SamplingParams
 from .cpu_fast import compile_in_place, fold_weight_norm, quantize_int8
@@ -239,7 +240,7 @@ class StableAudioEngine:
         import torch
 
         started = time.perf_counter()
-        with self._run_lock, torch.inference_mode():
+        with self._run_lock, torch.inference_mode(), lora_applied(self, sampling.loras):
             if self.model is None:
                 raise GenerationError(f"{self.info.name} was unloaded")
             latents = self.sample(requests, sampling, progress)

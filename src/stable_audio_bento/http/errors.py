@@ -59,7 +59,7 @@ def map_error(error: StableAudioError) -> JSONResponse:
     if isinstance(error, InvalidRequestError):
         return error_response(400, error.message, "BadRequestError", error.field)
     if isinstance(error, ModelNotFoundError):
-        return error_response(404, str(error), "NotFoundError", "model")
+        return error_response(404, str(error), "NotFoundError", getattr(error, "field", "model"))
     if isinstance(error, JobNotFoundError):
         return error_response(404, str(error), "NotFoundError", "id")
     if isinstance(error, IdempotencyKeyReusedError):

@@ -1,0 +1,266 @@
+"""LoRA entries of the BentoML model store: imported against a base, listed, loaded.
+
+An entry holds ``adapter.safetensors`` (the file's tensors, float32, per layer; for ``-xs``
+types also the SVD bases ``U`` / ``V`` of the base's weights, computed at import as the
+reference computes them when it is given no bases file) and metadata: the base's name and tag,
+adapter type, rank, alpha, filters, layer count, size and source.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ImportSourceError, InvalidRequestError, ModelLoadError, ModelNotFoundError
+from ..modelstore import ModelEntry, list_entries
+from .files import LoraConfig, expected_shapes, hub_weight_name, read_lora
+
+LORA_LABEL = ("family", "stable-audio-lora")
+ADAPTER_FILE = "adapter.safetensors"
+
+
+class LoraNotFoundError(ModelNotFoundError):
+    """A request names a LoRA that is not in the store."""
+
+    field = "loras"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.args = (f"The LoRA `{name}` does not exist.",)
+
+
+@dataclass(frozen=True)
+class LoraEntry:
+    name: str
+    version: str
+    path: Path
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    @property
+    def base(self) -> str:
+        return str(self.metadata.get("base", ""))
+
+    def describe(self) -> dict[str, Any]:
+        keys = ("base", "adapter_type", "rank", "alpha", "include", "exclude", "layers")
+        return {
+            "name": self.name,
+            "tag": self.tag,
+            **{k: self.metadata.get(k) for k in keys},
+            "size_bytes": self.metadata.get("size_bytes"),
+            "source": self.metadata.get("source"),
+        }
+
+
+@dataclass
+class Adapter:
+    """A LoRA loaded for application: config and, per reference weight name, its tensors."""
+
+    tag: str
+    config: LoraConfig
+    layers: dict[str, dict[str, Any]]
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def validate(path: Path, base: ModelEntry) -> tuple[LoraConfig, dict[str, dict[str, Any]]]:
+    """Read ``path`` and check every layer against ``base``; the tensors by reference weight
+    name (with SVD bases for ``-xs`` types). Raises ImportSourceError with one clear line."""
+    from .adapt import svd_bases
+    from .layout import EntryWeights
+
+    lora = read_lora(path)
+    weights = EntryWeights(base)
+    layers: dict[str, dict[str, Any]] = {}
+    for layer, params in sorted(lora.layers.items()):
+        hub_name = hub_weight_name(layer)
+        shape = weights.shape(hub_name)
+        if shape is None:
+            raise ImportSourceError(
+                f"{path}: layer {layer} is not in {base.name} (is the LoRA for another base?)"
+            )
+        if len(shape) not in (2, 3):
+            raise ImportSourceError(
+                f"{path}: layer {layer} of {base.name} is not a Linear or Conv1d weight"
+            )
+        for param, want in expected_shapes(lora.config, shape).items():
+            got = tuple(params[param].shape)
+            if got != want:
+                raise ImportSourceError(
+                    f"{path}: {layer}.{param} has shape {list(got)}, {base.name}'s "
+                    f"{list(shape)} weight needs {list(want)} (is the LoRA for another base?)"
+                )
+        tensors = dict(params)
+        if lora.config.xs:
+            if min(shape[0], _fan_in(shape)) < lora.config.rank:
+                raise ImportSourceError(
+                    f"{path}: rank {lora.config.rank} is larger than {layer}'s SVD basis"
+                )
+            tensors["U"], tensors["V"] = svd_bases(weights.weight(hub_name), lora.config.rank)
+        layers[hub_name] = tensors
+    return lora.config, layers
+
+
+def _fan_in(shape: tuple[int, ...]) -> int:
+    fan_in = 1
+    for size in shape[1:]:
+        fan_in *= size
+    return fan_in
+
+
+def _save(layers: dict[str, dict[str, Any]], target: Path) -> None:
+    from safetensors.torch import save_file
+
+    flat = {
+        f"{name}::{param}": t.contiguous() for name, ps in layers.items() for param, t in ps.items()
+    }
+    save_file(flat, str(target))
+
+
+def _load(path: Path) -> dict[str, dict[str, Any]]:
+    from safetensors.torch import load_file
+
+    layers: dict[str, dict[str, Any]] = {}
+    for key, tensor in load_file(str(path)).items():
+        name, _, param = key.rpartition("::")
+        layers.setdefault(name, {})[param] = tensor
+    return layers
+
+
+def import_lora(source: str, base_name: str, name: str | None = None) -> str:
+    """Validate a LoRA file against the base model ``base_name``; store it; return its tag."""
+    import bentoml
+
+    from ..modelstore import ModelCatalog
+
+    path = Path(source)
+    try:
+        base = ModelCatalog(list_entries()).resolve(base_name)
+    except ModelNotFoundError as e:
+        raise ImportSourceError(f"base model {base_name!r} is not in the model store") from e
+    config, layers = validate(path, base)
+    name = name or path.stem
+    sha = _file_sha256(path)
+    for entry in list_loras():
+        if (
+            entry.name == name
+            and entry.metadata.get("content_sha256") == sha
+            and (entry.metadata.get("base_tag") == base.tag)
+        ):
+            return entry.tag
+    metadata = {
+        "base": base.name,
+        "base_tag": base.tag,
+        **{k: v for k, v in config.to_json().items() if v is not None},
+        "layers": len(layers),
+        "size_bytes": path.stat().st_size,
+        "source": str(path.resolve()),
+        "content_sha256": sha,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / ADAPTER_FILE
+        _save(layers, staged)
+        with bentoml.models.create(
+            name, labels=dict([LORA_LABEL]), metadata=metadata, module="stable_audio_bento"
+        ) as ref:
+            (Path(ref.path) / ADAPTER_FILE).write_bytes(staged.read_bytes())
+    return str(ref.tag)
+
+
+def list_loras() -> list[LoraEntry]:
+    """The newest version of every LoRA in the store, by name."""
+    import bentoml
+
+    newest: dict[str, Any] = {}
+    for model in bentoml.models.list():
+        if model.info.labels.get(LORA_LABEL[0]) != LORA_LABEL[1]:
+            continue
+        if (
+            model.tag.name not in newest
+            or model.creation_time > newest[model.tag.name].creation_time
+        ):
+            newest[model.tag.name] = model
+    return [
+        LoraEntry(m.tag.name, str(m.tag.version), Path(m.path), dict(m.info.metadata))
+        for m in sorted(newest.values(), key=lambda m: m.tag.name)
+    ]
+
+
+class LoraCatalog:
+    """Names (``name`` or ``name:version``) -> LoRA entries, re-read when a name is unknown."""
+
+    def __init__(self) -> None:
+        self._entries: list[LoraEntry] | None = None
+
+    @property
+    def entries(self) -> list[LoraEntry]:
+        if self._entries is None:
+            self._entries = list_loras()
+        return self._entries
+
+    def _find(self, name: str) -> LoraEntry | None:
+        key = name.strip().lower()
+        for entry in self.entries:
+            if key in (entry.name.lower(), entry.tag.lower(), f"{entry.name.lower()}:latest"):
+                return entry
+        return None
+
+    def resolve(self, name: str, base: ModelEntry) -> LoraEntry:
+        """The entry ``name`` names, for the model ``base`` (404 unknown, 400 other base)."""
+        entry = self._find(name)
+        if entry is None:
+            self._entries = None  # imported after the server started
+            entry = self._find(name)
+        if entry is None:
+            raise LoraNotFoundError(name)
+        if entry.base != base.name:
+            raise InvalidRequestError(
+                f"The LoRA `{entry.name}` is for the model `{entry.base}`, not `{base.name}`.",
+                field="loras",
+            )
+        return entry
+
+    def by_base(self) -> dict[str, list[dict[str, Any]]]:
+        self._entries = None
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for entry in self.entries:
+            grouped.setdefault(entry.base, []).append(entry.describe())
+        return grouped
+
+
+@functools.lru_cache(maxsize=32)
+def _load_adapter(tag: str, path: str) -> Adapter:
+    import bentoml
+
+    model = bentoml.models.get(tag)
+    metadata: dict[str, Any] = dict(model.info.metadata)
+    config = LoraConfig(
+        adapter_type=str(metadata["adapter_type"]),
+        rank=int(metadata["rank"]),
+        alpha=float(metadata["alpha"]),
+    )
+    return Adapter(tag=tag, config=config, layers=_load(Path(path) / ADAPTER_FILE))
+
+
+def load_adapter(tag: str) -> Adapter:
+    """A stored LoRA's tensors (cached). Raises ModelLoadError when it cannot be read."""
+    import bentoml
+
+    try:
+        path = bentoml.models.get(tag).path
+        return _load_adapter(tag, path)
+    except Exception as e:  # a missing, truncated or foreign entry: this LoRA's requests fail
+        raise ModelLoadError(f"The LoRA `{tag}` could not be loaded: {e}") from e
