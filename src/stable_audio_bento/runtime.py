@@ -213,6 +213,8 @@ class Runtime:
             "jobs": {"queued": self.jobs.count_queued(), "store": self.settings.job_store},
             "storage": self.storage_backend,
             "auth": self.settings.auth_enabled,
+            # LoRA store entries by base model name (``GET /v1/loras``).
+            "loras": self.generator.loras.by_base(),
         }
 
     def _default_device(self) -> str:

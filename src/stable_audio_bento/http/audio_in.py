@@ -31,7 +31,8 @@ from ..audio_to_audio import DEFAULT_NOISE_LEVEL, AudioInParams
 from ..engine import AUDIO_TO_AUDIO, CONTINUATION, INPAINTING
 from ..errors import InvalidRequestError
 from ..formats import FormatName
-from ..schemas import STABLE_API, GenerationParams, Seed
+from ..lora.request import LORAS_DESCRIPTION, MAX_LORAS, LoraRequest
+from ..schemas import STABLE_API, GenerationParams, Seed, lora_pairs
 from .deps import CallerDep, PublicBaseDep, RuntimeDep
 from .errors import OPENAPI_ERRORS
 from .generate import AUDIO_CONTENT, audio_response
@@ -81,15 +82,20 @@ class AudioInFields(BaseModel):
     trim: bool = Field(
         default=False, description="Use the start of audio longer than the model's window."
     )
+    loras: list[LoraRequest] | None = Field(
+        default=None,
+        max_length=MAX_LORAS,
+        description=LORAS_DESCRIPTION + " In a form: a JSON list.",
+    )
 
-    @field_validator("inpaint_start_seconds", "inpaint_end_seconds", mode="before")
+    @field_validator("inpaint_start_seconds", "inpaint_end_seconds", "loras", mode="before")
     @classmethod
     def _json_list(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().startswith("["):
             try:
                 return json.loads(value)
             except ValueError as e:
-                raise ValueError(f"not a JSON list of numbers: {e}") from e
+                raise ValueError(f"not a JSON list: {e}") from e
         return value
 
     @field_validator("prompt")
@@ -120,6 +126,7 @@ class AudioInFields(BaseModel):
             cfg_scale=self.cfg_scale,
             seed=self.seed,
             response_format=self.response_format,
+            loras=lora_pairs(self.loras),
             api=STABLE_API,
         )
         return AudioInParams(
