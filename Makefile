@@ -66,6 +66,7 @@ parity: $(STAMP) $(PARITY_VENV)/.installed
 	rm -rf $(PARITY_OUT)
 	TORCHDYNAMO_DISABLE=1 $(PARITY_VENV)/bin/python parity/build_reference.py $(PARITY_OUT)
 	$(PY) parity/compare.py $(PARITY_OUT)
+	$(PY) parity/lora_compare.py $(PARITY_OUT)
 
 # Re-pin requirements/lock.txt from the loose dependencies in pyproject.toml.
 lock:
