@@ -11,61 +11,76 @@ within ``CACHE_BYTES``, so switching back to a hot set costs only the swap.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import GenerationError
 from .adapt import adapt
+
+if TYPE_CHECKING:
+    from .store import Adapter
 
 LoraSet = tuple[tuple[str, float], ...]
 CACHE_BYTES = 512 * 2**20
 
 
 class _MergedCache:
+    """Adapted weights by (model, LoRA set), least recently used out past ``budget`` bytes
+    per model. Keyed weakly by the model's root module: an unloaded model's entries go with it
+    (and a new model can never be served an old one's weights)."""
+
     def __init__(self, budget: int) -> None:
         self.budget = budget
-        self._items: OrderedDict[tuple[int, LoraSet], tuple[dict[Any, Any], int]] = OrderedDict()
+        self._by_model: weakref.WeakKeyDictionary[Any, OrderedDict[LoraSet, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[int, LoraSet]) -> dict[Any, Any] | None:
+    def get(self, root: Any, loras: LoraSet) -> dict[Any, Any] | None:
         with self._lock:
-            item = self._items.get(key)
-            if item is None:
+            items = self._by_model.get(root)
+            if items is None or loras not in items:
                 return None
-            self._items.move_to_end(key)
-            return item[0]
+            items.move_to_end(loras)
+            weights: dict[Any, Any] = items[loras][0]
+            return weights
 
-    def put(self, key: tuple[int, LoraSet], weights: dict[Any, Any]) -> None:
+    def put(self, root: Any, loras: LoraSet, weights: dict[Any, Any]) -> None:
         size = sum(t.numel() * t.element_size() for t in weights.values())
         with self._lock:
-            self._items[key] = (weights, size)
-            while sum(s for _, s in self._items.values()) > self.budget and len(self._items) > 1:
-                self._items.popitem(last=False)
+            items = self._by_model.setdefault(root, OrderedDict())
+            items[loras] = (weights, size)
+            while sum(s for _, s in items.values()) > self.budget and len(items) > 1:
+                items.popitem(last=False)
 
-    def drop(self, engine_id: int) -> None:
+    def clear(self) -> None:
         with self._lock:
-            for key in [k for k in self._items if k[0] == engine_id]:
-                del self._items[key]
+            self._by_model.clear()
 
 
 cache = _MergedCache(CACHE_BYTES)
 
 
-def merged_weights(engine: Any, loras: LoraSet) -> dict[Any, Any]:
-    """Adapted weight per module for ``loras`` on ``engine`` (in the module's dtype)."""
+def merged_weights(
+    engine: Any, loras: LoraSet, load: Callable[[str], Adapter] | None = None
+) -> dict[Any, Any]:
+    """Adapted weight per module for ``loras`` on ``engine`` (in the module's dtype).
+
+    ``load`` reads a LoRA by tag (default: from the model store)."""
     import torch
 
     from .layout import engine_layer, engine_modules, to_ours, to_reference
     from .store import load_adapter
 
-    key = (id(engine), loras)
-    found = cache.get(key)
+    components, sa3, differential = engine_modules(engine)
+    root = next(iter(components.values()))
+    found = cache.get(root, loras)
     if found is not None:
         return found
-    components, sa3, differential = engine_modules(engine)
-    adapters = [(load_adapter(tag), strength) for tag, strength in loras]
+    adapters = [((load or load_adapter)(tag), strength) for tag, strength in loras]
     names = sorted({name for adapter, _ in adapters for name in adapter.layers})
     weights: dict[Any, Any] = {}
     with torch.no_grad():
@@ -80,19 +95,23 @@ def merged_weights(engine: Any, loras: LoraSet) -> dict[Any, Any]:
                 if params is not None:
                     w = adapt(w, adapter.config, params, strength)
             weights[module] = to_ours(w, transform).to(device=base.device, dtype=base.dtype)
-    cache.put(key, weights)
+    cache.put(root, loras, weights)
     return weights
 
 
 @contextmanager
-def applied(engine: Any, loras: Sequence[tuple[str, float]]) -> Iterator[None]:
+def applied(
+    engine: Any,
+    loras: Sequence[tuple[str, float]],
+    load: Callable[[str], Adapter] | None = None,
+) -> Iterator[None]:
     """The engine's modules carry ``loras`` inside the block (call under its run lock)."""
     if not loras:
         yield
         return
     import torch
 
-    weights = merged_weights(engine, tuple(loras))
+    weights = merged_weights(engine, tuple(loras), load)
     saved = []
     try:
         for module, weight in weights.items():
