@@ -141,3 +141,24 @@ def test_vllm_route_and_jobs_keep_the_loras(
         time.sleep(0.5)
     assert job["status"] == "succeeded", job
     assert job["request"]["loras"] == loras
+
+
+def test_the_bento_client_sends_loras(server: BentoServer, lora_names: dict[str, str]) -> None:
+    """The native API through ``bentoml.SyncHTTPClient``: the LoRA changes the file, and the
+    same LoRA and strength give the same file as the compatible route's native twin."""
+    import bentoml
+
+    body = {"input": "rain", "model": SAO, "audio_length": 1, "seed": 5}
+    with bentoml.SyncHTTPClient(server.url, timeout=TIMEOUT) as client:
+        plain = Path(client.generate(body)).read_bytes()
+        adapted = Path(
+            client.generate({**body, "loras": [{"name": lora_names["sao"], "strength": 1.0}]})
+        ).read_bytes()
+    assert plain[:4] == adapted[:4] == b"RIFF"
+    assert plain != adapted
+    direct = httpx.post(
+        f"{server.url}/v1/audio/generate",
+        json={**body, "loras": [{"name": lora_names["sao"], "strength": 1.0}]},
+        timeout=TIMEOUT,
+    )
+    assert direct.content == adapted
