@@ -15,12 +15,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import Page, expect
 
 from stable_audio_bento.modelstore import ModelCatalog
+from tests.e2e.test_web import browser, context, get_job, open_ui, page, wait_for_result
 from tests.lora_files import base_layers, write_lora
 from tests.servers import REPO_ROOT, BentoServer
 
 pytestmark = pytest.mark.e2e
+# The web page test's browser fixtures (a real Chromium).
+__all__ = ["browser", "context", "page"]
 
 TIMEOUT = 300.0
 SAO, SA3 = "stable-audio-demo", "stable-audio-3-demo"
@@ -162,3 +166,27 @@ def test_the_bento_client_sends_loras(server: BentoServer, lora_names: dict[str,
         timeout=TIMEOUT,
     )
     assert direct.content == adapted
+
+
+def test_the_web_page_offers_the_models_loras_with_sliders(
+    page: Page, server: BentoServer, lora_names: dict[str, str]
+) -> None:
+    open_ui(page, server)
+    page.select_option("#model", SAO)
+    expect(page.locator("#loras")).to_be_visible()
+    plain = lora_names["sao"]
+    expect(page.locator(f"label[for='lora-on-{plain}']")).to_have_text(plain)
+    expect(page.locator(f"label[for='lora-on-{lora_names['sa3']}']")).to_have_count(0)
+    page.check(f"#lora-on-{plain}")
+    page.locator(f"#lora-strength-{plain}").evaluate(
+        "el => { el.value = '0.55'; el.dispatchEvent(new Event('input')); }"
+    )
+    expect(page.locator(f"output[for='lora-strength-{plain}']")).to_have_text("0.55")
+    page.fill("#prompt", "rain")
+    page.fill("#duration", "1")
+    page.click("#submit")
+    job = get_job(server, wait_for_result(page))
+    assert job["request"]["loras"] == [{"name": plain, "strength": 0.55}]
+    page.select_option("#model", SA3)
+    expect(page.locator(f"label[for='lora-on-{lora_names['sa3']}']")).to_be_visible()
+    expect(page.locator(f"label[for='lora-on-{plain}']")).to_have_count(0)
