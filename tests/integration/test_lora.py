@@ -6,6 +6,7 @@ run (``parity/lora_reference.py``) checks the same code against the reference's 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -206,3 +207,21 @@ def test_strength_and_count_are_bounded() -> None:
         {"prompt": "x", "loras": [{"name": "a", "strength": 0.5}]}
     ).to_params()
     assert GenerationParams.from_record(params.to_record()) == params
+
+
+def test_a_lora_that_cannot_be_read_fails_only_its_own_requests(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    import bentoml
+
+    from stable_audio_bento.errors import ModelLoadError
+    from stable_audio_bento.lora.store import ADAPTER_FILE
+
+    path = write_lora(tmp_path / "broken-later.safetensors", base_layers(registry.resolve("demo")))
+    tag = import_lora(str(path), "demo")
+    (Path(bentoml.models.get(tag).path) / ADAPTER_FILE).write_bytes(b"truncated")
+    generator = AudioGenerator(registry.settings, registry)
+    params = GenerationParams(prompt="rain", model="demo", seconds_total=0.5, steps=2, seed=3)
+    with pytest.raises(ModelLoadError, match="broken-later"):
+        generator.generate(dataclasses.replace(params, loras=(("broken-later", 1.0),)))
+    assert generator.generate(params).encoded.data[:4] == b"RIFF"

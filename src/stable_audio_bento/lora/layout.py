@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from ..engine.info import SA3_BACKEND
+from ..errors import GenerationError
 from ..modelstore import ModelEntry
 from ..sa3_layout import SA3Config, _plan_one
 
@@ -128,7 +129,7 @@ def engine_modules(engine: Any) -> tuple[dict[str, Any], bool, bool]:
         return components, True, differential
     model = getattr(engine, "model", None)
     if model is None:
-        raise ValueError(f"{type(engine).__name__} has no modules to adapt")
+        raise GenerationError(f"{type(engine).__name__} has no loaded modules to adapt")
     return {"": model}, False, False
 
 
