@@ -1,7 +1,7 @@
 """``python -m bench.lora``: what LoRAs cost a request on the Stable Audio 3 small shape.
 
 The full small shape with seeded random weights (``bench.sa3.build``), float32 on the CPU, one
-10 s request at 8 steps. Plain rank-16 LoRAs on every Linear / Conv1d layer the reference
+5 s request at 8 steps. Plain rank-16 LoRAs on every Linear / Conv1d layer the reference
 adapts in the DiT and the duration embedder. Rows: no LoRA; 1 and 3 LoRAs with their adapted
 weights cached (hot: the batch only swaps them in) and computed anew (cold: the adapted
 weights are built for the batch, as on the first request with a new set or strength);
@@ -24,7 +24,7 @@ from .common import load_average, quiet
 HERE = Path(__file__).resolve().parent
 BEGIN, END = "<!-- bench:lora:begin -->", "<!-- bench:lora:end -->"
 RANK = 16
-SECONDS = 10.0
+SECONDS = 5.0
 BLOCK_LAYERS = (
     "self_attn.to_qkv",
     "self_attn.to_out",
