@@ -225,3 +225,16 @@ def test_a_lora_that_cannot_be_read_fails_only_its_own_requests(
     with pytest.raises(ModelLoadError, match="broken-later"):
         generator.generate(dataclasses.replace(params, loras=(("broken-later", 1.0),)))
     assert generator.generate(params).encoded.data[:4] == b"RIFF"
+
+
+def test_audio_in_forms_take_loras_as_a_json_list() -> None:
+    from pydantic import ValidationError
+
+    from stable_audio_bento.http.audio_in import AudioInFields
+
+    fields = AudioInFields.model_validate(
+        {"prompt": "x", "loras": '[{"name": "a", "strength": 0.5}, {"name": "b"}]'}
+    )
+    assert fields.to_spec("audio-to-audio").params.loras == (("a", 0.5), ("b", 1.0))
+    with pytest.raises(ValidationError, match="loras"):
+        AudioInFields.model_validate({"prompt": "x", "loras": '[{"name": "a", "strength": 9}]'})
