@@ -93,7 +93,8 @@ def merged_weights(
             for adapter, strength in adapters:
                 params = adapter.layers.get(name)
                 if params is not None:
-                    w = adapt(w, adapter.config, params, strength)
+                    on_device = {k: v.to(w.device) for k, v in params.items()}
+                    w = adapt(w, adapter.config, on_device, strength)
             weights[module] = to_ours(w, transform).to(device=base.device, dtype=base.dtype)
     cache.put(root, loras, weights)
     return weights
