@@ -2,12 +2,11 @@
 
 The full small shape with seeded random weights (``bench.sa3.build``), float32 on the CPU, one
 5 s request at 8 steps. Plain rank-16 LoRAs on every Linear / Conv1d layer the reference
-adapts in the DiT and the duration embedder. Rows: no LoRA; 1 and 3 LoRAs with their adapted
-weights cached (hot: the batch only swaps them in) and computed anew (cold: the adapted
-weights are built for the batch, as on the first request with a new set or strength);
-alternating between two sets with the cache and without. Also the time to build the adapted
-weights alone. Prints a markdown table; ``--write`` puts it between the LoRA markers of
-RESULTS.md.
+adapts in the DiT and the duration embedder. Rows: a request with no LoRA and with 1 and 3
+LoRAs whose adapted weights are cached (the batch only swaps them in); the time to build a
+set's adapted weights (the first request with a new set or strength, or every switch once the
+cache is full) and to swap a cached set in and out (every switch between cached sets).
+Prints a markdown table; ``--write`` puts it between the LoRA markers of RESULTS.md.
 """
 
 from __future__ import annotations
@@ -85,13 +84,13 @@ def run(repeats: int = 3) -> list[dict[str, Any]]:
     import dataclasses
 
     from stable_audio_bento.engine import EngineRequest
-    from stable_audio_bento.lora.apply import cache, merged_weights
+    from stable_audio_bento.lora.apply import applied, cache, merged_weights
 
     from .sa3 import build
 
     with quiet():
         engine, _ = build("small")
-    # Room for both sets of the switching rows (each is a float32 copy of every adapted layer).
+    # Room for both sets (each is a float32 copy of every adapted layer).
     cache.budget = 4 * 2**30
     adapters = {tag: adapter(engine, tag, i) for i, tag in enumerate(("a", "b", "c"))}
     load = adapters.__getitem__
@@ -119,37 +118,33 @@ def run(repeats: int = 3) -> list[dict[str, Any]]:
         )
         print(rows[-1], file=sys.stderr)
 
-    # The engine reads LoRAs from the store; the bench's live in memory: prime the cache
-    # through ``load`` so that generate() finds them, and time the build separately.
+    # The engine reads LoRAs from the store; the bench's live in memory: ``timed`` builds the
+    # set's adapted weights through ``load`` first (cached), so that generate() finds them.
     timed(())  # warm-up
-    add("no LoRA", [timed(()) for _ in range(repeats)])
+    add("no LoRA: generate", [timed(()) for _ in range(repeats)])
     for count in ("1", "3"):
         loras = sets[count]
-        add(f"{count} LoRA, adapted weights cached", [timed(loras) for _ in range(repeats)])
-        builds = []
-        for _ in range(repeats):
+        add(
+            f"{count} LoRA: generate, adapted weights cached",
+            [timed(loras) for _ in range(repeats)],
+        )
+    for count in ("1", "3"):
+        loras = sets[count]
+        builds, swaps = [], []
+        for _ in range(3):
             cache.clear()
             started = time.perf_counter()
             merged_weights(engine, loras, load)
             builds.append(time.perf_counter() - started)
-        add(
-            f"{count} LoRA: building the adapted weights alone",
-            builds,
-            f"{len(adapters['a'].layers)} layers, rank {RANK}",
-        )
-    switching_hot, switching_cold = [], []
-    for i in range(2 * repeats):
-        loras = sets["1"] if i % 2 == 0 else sets["3"]
-        switching_hot.append(timed(loras))
-    for i in range(2 * repeats):
-        loras = sets["1"] if i % 2 == 0 else sets["3"]
-        cache.clear()
-        started = time.perf_counter()
-        merged_weights(engine, loras, load)
-        build_s = time.perf_counter() - started
-        switching_cold.append(build_s + timed(loras))
-    add("switching 1 <-> 3 LoRAs, both sets cached", switching_hot)
-    add("switching 1 <-> 3 LoRAs, no cache (build + generate)", switching_cold)
+            started = time.perf_counter()
+            with applied(engine, loras, load):
+                pass
+            swaps.append(time.perf_counter() - started)
+        weights = merged_weights(engine, loras, load).values()
+        size = sum(t.numel() * t.element_size() for t in weights)
+        note = f"{len(adapters['a'].layers)} layers, rank {RANK}, {size / 2**20:.0f} MB cached"
+        add(f"{count} LoRA: build the adapted weights (a new set or strength)", builds, note)
+        add(f"{count} LoRA: swap them in and out (a cached set)", swaps)
     return rows
 
 
@@ -167,7 +162,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.lora", description=__doc__)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--write", action="store_true", help="update RESULTS.md")
     args = parser.parse_args(argv)
     text = table(run(args.repeats))
