@@ -6,9 +6,10 @@ with the same layout (Stable Audio 3: the hub's stable-audio-tools layout, conve
 diffusers' layout, copied), ``demo`` or ``demo-sa3`` (Stable Audio Open and Stable Audio 3
 demos, built offline).
 
-``python -m models import-lora FILE --base MODEL [--name NAME]``: a LoRA file as Stability's
-reference trains it (``.safetensors`` with ``lora_config`` metadata, or ``.ckpt``), checked
-against the base model's layers and stored as its own entry tied to that base.
+``python -m models import-lora SOURCE --base MODEL [--name NAME]``: a LoRA file as Stability's
+reference trains it (``.safetensors`` with ``lora_config`` metadata, or ``.ckpt``; local, or
+``owner/repo[/file]`` on the hub), checked against the base model's layers and stored as its
+own entry tied to that base.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("source", help="hub repo id, local directory, 'demo' or 'demo-sa3'")
     imp.add_argument("--name", help="store name (default: from the source)")
     lora = sub.add_parser("import-lora", help="import a LoRA file for a base model")
-    lora.add_argument("source", help="LoRA file (.safetensors or .ckpt)")
+    lora.add_argument(
+        "source", help="LoRA file (.safetensors or .ckpt), owner/repo or owner/repo/file"
+    )
     lora.add_argument("--base", required=True, help="the base model's store name or alias")
     lora.add_argument("--name", help="store name (default: the file name without extension)")
     sub.add_parser("list", help="list the Stable Audio models and LoRAs in the store")

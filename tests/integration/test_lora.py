@@ -253,3 +253,47 @@ def test_audio_in_forms_take_loras_as_a_json_list() -> None:
     assert fields.to_spec("audio-to-audio").params.loras == (("a", 0.5), ("b", 1.0))
     with pytest.raises(ValidationError, match="loras"):
         AudioInFields.model_validate({"prompt": "x", "loras": '[{"name": "a", "strength": 9}]'})
+
+
+def test_import_lora_from_a_hub_repo(registry: ModelRegistry, tmp_path: Path) -> None:
+    """``owner/repo`` (its one LoRA file) or ``owner/repo/file`` through the CLI, against a
+    local stand-in for the hub; a repo with two LoRA files asks which."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.fake_hub import FakeRepo, fake_hub
+    from tests.servers import REPO_ROOT
+
+    layers = base_layers(registry.resolve("demo"))
+    one = write_lora(tmp_path / "one.safetensors", layers, seed=7).read_bytes()
+    two = write_lora(tmp_path / "two.safetensors", layers, "dora-rows", seed=8).read_bytes()
+    repos = {
+        "someone/rain-style": FakeRepo({"rain.safetensors": one, "README.md": b"a LoRA"}),
+        "someone/two-styles": FakeRepo({"a.safetensors": one, "b.safetensors": two}),
+    }
+    with fake_hub(repos) as (endpoint, _):
+        env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+        env.update(HF_ENDPOINT=endpoint, HF_HUB_CACHE=str(tmp_path / "hf-cache"))
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "models", "import-lora", *args, "--base", "demo"],
+                cwd=REPO_ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+
+        done = cli("someone/rain-style")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("rain:")
+        ambiguous = cli("someone/two-styles")
+        assert ambiguous.returncode == 2
+        assert "has 2 LoRA files (a.safetensors, b.safetensors)" in ambiguous.stderr
+        named = cli("someone/two-styles/b.safetensors", "--name", "hub-dora")
+        assert named.returncode == 0, named.stderr
+    entries = {e.name: e for e in list_loras()}
+    assert entries["rain"].metadata["source"] == "someone/rain-style"
+    assert entries["hub-dora"].metadata["adapter_type"] == "dora-rows"

@@ -140,13 +140,55 @@ def _load(path: Path) -> dict[str, dict[str, Any]]:
     return layers
 
 
+LORA_SUFFIXES = (".safetensors", ".ckpt")
+
+
+def fetch(source: str) -> Path:
+    """A local LoRA file, or one from the Hugging Face hub: ``owner/repo`` (its only
+    ``.safetensors`` / ``.ckpt`` file) or ``owner/repo/path/in/repo.safetensors``."""
+    import os
+
+    path = Path(source)
+    if path.exists() or source.count("/") < 1 or source.startswith((".", "/")):
+        return path
+    import httpx2
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    parts = source.split("/")
+    repo_id, wanted = "/".join(parts[:2]), "/".join(parts[2:])
+    token = os.environ.get("HF_TOKEN")
+    try:
+        info = HfApi().model_info(repo_id, token=token)
+        files = sorted(s.rfilename for s in info.siblings or [])
+        if not wanted:
+            found = [f for f in files if f.endswith(LORA_SUFFIXES)]
+            if len(found) != 1:
+                listed = ", ".join(found) or "none"
+                raise ImportSourceError(
+                    f"{repo_id} has {len(found)} LoRA files ({listed}): name one as "
+                    f"{repo_id}/<file>"
+                )
+            wanted = found[0]
+        elif wanted not in files:
+            raise ImportSourceError(f"{repo_id} has no file {wanted}")
+        return Path(hf_hub_download(repo_id, wanted, revision=info.sha, token=token))
+    except GatedRepoError as e:
+        raise ImportSourceError(f"{repo_id} is gated: set HF_TOKEN and try again") from e
+    except RepositoryNotFoundError as e:
+        raise ImportSourceError(f"{source}: no such local file, nor a hub repo") from e
+    except (HfHubHTTPError, httpx2.TransportError, OSError) as e:
+        raise ImportSourceError(f"cannot download {source} from the Hugging Face hub: {e}") from e
+
+
 def import_lora(source: str, base_name: str, name: str | None = None) -> str:
-    """Validate a LoRA file against the base model ``base_name``; store it; return its tag."""
+    """Validate a LoRA file (local or on the hub) against the base model ``base_name``; store
+    it; return its tag."""
     import bentoml
 
     from ..modelstore import ModelCatalog
 
-    path = Path(source)
+    path = fetch(source)
     try:
         base = ModelCatalog(list_entries()).resolve(base_name)
     except ModelNotFoundError as e:
@@ -167,7 +209,7 @@ def import_lora(source: str, base_name: str, name: str | None = None) -> str:
         **{k: v for k, v in config.to_json().items() if v is not None},
         "layers": len(layers),
         "size_bytes": path.stat().st_size,
-        "source": str(path.resolve()),
+        "source": source if not Path(source).exists() else str(path.resolve()),
         "content_sha256": sha,
     }
     with tempfile.TemporaryDirectory() as tmp:
