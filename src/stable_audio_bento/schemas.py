@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from . import limits
 from .engine.request import Scalar
 from .formats import FormatName
+from .lora.request import LORAS_DESCRIPTION, MAX_LORAS, LoraRequest
 from .unset import NullMeansUnset
 
 Seed = Annotated[
@@ -96,6 +97,8 @@ class GenerationParams:
     sampler_kwargs: tuple[tuple[str, Scalar], ...] = ()
     chunked_decode: bool = False
     normalize: Normalize | None = None
+    # (LoRA name, strength) in stacking order.
+    loras: tuple[tuple[str, float], ...] = ()
     # Which API the request came in through: errors name that API's fields.
     api: str = VLLM_API
 
@@ -107,6 +110,7 @@ class GenerationParams:
         """What a job stores: every field, versioned, independent of the API it came from."""
         record = asdict(self)
         record["sampler_kwargs"] = dict(self.sampler_kwargs)
+        record["loras"] = [{"name": n, "strength": s} for n, s in self.loras]
         return {"version": PARAMS_VERSION, **record}
 
     @classmethod
@@ -127,7 +131,14 @@ class GenerationParams:
             )
         values = {k: v for k, v in record.items() if k in cls.__dataclass_fields__}
         values["sampler_kwargs"] = tuple(sorted(dict(values.get("sampler_kwargs") or {}).items()))
+        values["loras"] = tuple(
+            (x["name"], float(x["strength"])) for x in values.get("loras") or ()
+        )
         return cls(**values)
+
+
+def lora_pairs(loras: list[LoraRequest] | None) -> tuple[tuple[str, float], ...]:
+    return tuple((item.name, item.strength) for item in loras or ())
 
 
 def _not_blank(value: str, field_name: str) -> str:
@@ -201,6 +212,9 @@ class AudioGenerateRequest(CompatRequest):
     num_inference_steps: int | None = Field(default=None, ge=1, le=limits.INFERENCE_STEPS_MAX)
     seed: Seed | None = None
     normalize: Normalize | None = Field(default=None, description=NORMALIZE_DESCRIPTION)
+    loras: list[LoraRequest] | None = Field(
+        default=None, max_length=MAX_LORAS, description=LORAS_DESCRIPTION
+    )
 
     @field_validator("input")
     @classmethod
@@ -220,6 +234,7 @@ class AudioGenerateRequest(CompatRequest):
             response_format=self.response_format,
             speed=self.speed,
             normalize=self.normalize,
+            loras=lora_pairs(self.loras),
             api=VLLM_API,
         )
 
@@ -265,6 +280,9 @@ class GenerationsRequest(CompatRequest):
     )
     response_format: FormatName = Field(default="wav", description="Audio format.")
     normalize: Normalize | None = Field(default=None, description=NORMALIZE_DESCRIPTION)
+    loras: list[LoraRequest] | None = Field(
+        default=None, max_length=MAX_LORAS, description=LORAS_DESCRIPTION
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -292,6 +310,7 @@ class GenerationsRequest(CompatRequest):
             sampler_kwargs=tuple(sorted((self.sampler_kwargs or {}).items())),
             chunked_decode=self.chunked_decode,
             normalize=self.normalize,
+            loras=lora_pairs(self.loras),
             api=STABLE_API,
         )
 
@@ -337,4 +356,5 @@ def stable_api_body(params: GenerationParams) -> dict[str, Any]:
         "sampler_kwargs": dict(params.sampler_kwargs) or None,
         "response_format": params.response_format,
         "normalize": params.normalize,
+        "loras": [{"name": n, "strength": s} for n, s in params.loras] or None,
     }

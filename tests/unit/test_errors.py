@@ -26,6 +26,7 @@ from stable_audio_bento.errors import (
     UploadTooLargeError,
 )
 from stable_audio_bento.http import map_error
+from stable_audio_bento.lora.store import LoraNotFoundError
 from stable_audio_bento.schemas import ErrorResponse
 
 # error -> (status, type, param)
@@ -38,6 +39,7 @@ CASES: list[tuple[StableAudioError, int, str, str | None]] = [
     ),
     (InvalidRequestError("that cannot be done"), 400, "BadRequestError", None),
     (ModelNotFoundError("xxx"), 404, "NotFoundError", "model"),
+    (LoraNotFoundError("my-style"), 404, "NotFoundError", "loras"),
     (JobNotFoundError("0123abcd"), 404, "NotFoundError", "id"),
     (
         IdempotencyKeyReusedError("key-1", "0123abcd"),

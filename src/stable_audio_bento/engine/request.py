@@ -64,3 +64,5 @@ class SamplingParams:
     apg_scale: float | None = None
     # Extra sampler settings, validated by the model's ModelInfo.
     sampler_kwargs: tuple[tuple[str, Scalar], ...] = ()
+    # LoRAs as (store tag, strength), in stacking order (``engine.lora.apply``).
+    loras: tuple[tuple[str, float], ...] = ()

@@ -29,9 +29,17 @@ from ..engine import AUDIO_TO_AUDIO, CONTINUATION, INPAINTING
 from ..errors import InvalidRequestError
 from ..formats import FormatName
 from ..jobs.queue_control import JobFields
+from ..lora.request import LORAS_DESCRIPTION, MAX_LORAS, LoraRequest
 from ..pipeline.audio_to_audio import DEFAULT_NOISE_LEVEL, AudioInParams
 from ..pipeline.source_audio import check_size
-from ..schemas import NORMALIZE_DESCRIPTION, STABLE_API, GenerationParams, Normalize, Seed
+from ..schemas import (
+    NORMALIZE_DESCRIPTION,
+    STABLE_API,
+    GenerationParams,
+    Normalize,
+    Seed,
+    lora_pairs,
+)
 from ..unset import NullMeansUnset, drop_blank
 from .deps import CallerDep, IdempotencyKeyHeader, PublicBaseDep, RuntimeDep
 from .errors import OPENAPI_ERRORS
@@ -90,6 +98,11 @@ class AudioInFields(JobFields, NullMeansUnset):
         default=False, description="Use the start of audio longer than the model's window."
     )
     normalize: Normalize | None = Field(default=None, description=NORMALIZE_DESCRIPTION)
+    loras: list[LoraRequest] | None = Field(
+        default=None,
+        max_length=MAX_LORAS,
+        description=LORAS_DESCRIPTION + " In a form: a JSON list.",
+    )
     batch_size: int = Field(
         default=1, ge=1, le=1, description="Outputs: one per audio-in request (the peer's field)."
     )
@@ -99,14 +112,14 @@ class AudioInFields(JobFields, NullMeansUnset):
         """Fields of the request these routes do not take, in the order sent."""
         return list(self.model_extra or {})
 
-    @field_validator("inpaint_start_seconds", "inpaint_end_seconds", mode="before")
+    @field_validator("inpaint_start_seconds", "inpaint_end_seconds", "loras", mode="before")
     @classmethod
     def _json_list(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().startswith("["):
             try:
                 return json.loads(value)
             except ValueError as e:
-                raise ValueError(f"not a JSON list of numbers: {e}") from e
+                raise ValueError(f"not a JSON list: {e}") from e
         return value
 
     @field_validator("prompt")
@@ -138,6 +151,7 @@ class AudioInFields(JobFields, NullMeansUnset):
             seed=self.seed,
             response_format=self.response_format,
             normalize=self.normalize,
+            loras=lora_pairs(self.loras),
             api=STABLE_API,
         )
         return AudioInParams(

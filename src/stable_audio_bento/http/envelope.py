@@ -134,7 +134,7 @@ def answer_of(error: StableAudioError) -> Answer:
     if isinstance(error, InvalidRequestError):
         return Answer(400, error.message, error.field)
     if isinstance(error, ModelNotFoundError):
-        return Answer(404, str(error), "model")
+        return Answer(404, str(error), getattr(error, "field", "model"))
     if isinstance(error, JobNotFoundError):
         return Answer(404, str(error), "id")
     if isinstance(error, IdempotencyKeyReusedError):

@@ -172,6 +172,8 @@ def health_view(runtime: Runtime) -> dict[str, Any]:
         "jobs": {"queued": runtime.jobs.count_queued(), "store": runtime.settings.job_store},
         "storage": runtime.storage_backend,
         "auth": runtime.settings.auth_enabled,
+        # LoRA store entries by base model name (``GET /v1/loras``).
+        "loras": runtime.generator.loras.by_base(),
     }
 
 

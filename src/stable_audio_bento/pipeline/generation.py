@@ -12,9 +12,11 @@ from dataclasses import dataclass, replace
 from ..archive import ZIP_EXTENSION, ZIP_MEDIA_TYPE, zip_outputs
 from ..audio import time_stretch
 from ..engine import EngineRequest, ProgressCallback, SamplingParams, model_info
+from ..engine.lora.stored import load_adapter
 from ..errors import InvalidRequestError
 from ..formats import EncodedAudio, encode_audio
 from ..limits import DEFAULT_DURATION_PADDING
+from ..lora.store import LoraCatalog
 from ..schemas import GenerationParams, output_seeds, resolve_seed
 from ..settings import Settings
 from ..store.catalog import ModelEntry
@@ -109,6 +111,7 @@ class AudioGenerator:
     def __init__(self, settings: Settings, registry: ModelRegistry) -> None:
         self.settings = settings
         self.registry = registry
+        self.loras = LoraCatalog()
 
     def plan(self, params: GenerationParams) -> Plan:
         """Resolve the model, fill its defaults, check every limit. Raises, never loads."""
@@ -163,6 +166,11 @@ class AudioGenerator:
             apg_scale=params.apg_scale,
             sampler_kwargs=dict(params.sampler_kwargs),
         )
+        if params.loras:
+            chosen = tuple(
+                (self.loras.resolve(name, entry).tag, strength) for name, strength in params.loras
+            )
+            sampling = replace(sampling, loras=chosen)
         requests = tuple(
             replace(base, seed=seed) for seed in output_seeds(base.seed, params.outputs)
         )
@@ -174,6 +182,8 @@ class AudioGenerator:
         Every output is queued at once, so the coalescer batches them together (and with
         whatever else is compatible); ``progress`` follows the first.
         """
+        for tag, _ in plan.sampling.loras:
+            load_adapter(tag)  # a LoRA that cannot be read fails this request before it queues
         with self.registry.use(plan.entry.name) as loaded:
             futures = [
                 loaded.batcher.submit(request, plan.sampling, progress if i == 0 else None)

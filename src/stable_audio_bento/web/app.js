@@ -97,8 +97,50 @@ function applyModel() {
     $("duration").max = String(Math.floor(max * 100) / 100);
     if (Number($("duration").value) > max) $("duration").value = String(Math.floor(max));
   }
+  renderLoras(m.name);
   $("steps").placeholder = m.steps ? String(m.steps) : "default";
   $("cfg_scale").placeholder = m.cfg_scale != null ? String(m.cfg_scale) : "default";
+}
+
+// The LoRAs of the chosen model, each with a switch and a strength slider (0-2).
+function renderLoras(model) {
+  const list = $("lora-list");
+  const loras = (state.loras || {})[model] || [];
+  list.replaceChildren();
+  $("loras").hidden = loras.length === 0;
+  for (const lora of loras) {
+    const row = document.createElement("div");
+    row.className = "lora";
+    const on = document.createElement("input");
+    on.type = "checkbox";
+    on.id = `lora-on-${lora.name}`;
+    on.dataset.lora = lora.name;
+    const label = document.createElement("label");
+    label.htmlFor = on.id;
+    label.textContent = lora.name;
+    label.title = `${lora.adapter_type}, rank ${lora.rank}`;
+    const slider = document.createElement("input");
+    slider.type = "range";
+    slider.min = "0";
+    slider.max = "2";
+    slider.step = "0.05";
+    slider.value = "1";
+    slider.id = `lora-strength-${lora.name}`;
+    slider.setAttribute("aria-label", `${lora.name} strength`);
+    const shown = document.createElement("output");
+    shown.htmlFor = slider.id;
+    shown.textContent = "1.00";
+    slider.addEventListener("input", () => { shown.textContent = Number(slider.value).toFixed(2); });
+    row.append(on, label, slider, shown);
+    list.append(row);
+  }
+}
+
+function chosenLoras() {
+  return [...document.querySelectorAll("#lora-list input[type=checkbox]:checked")].map((on) => ({
+    name: on.dataset.lora,
+    strength: Number($(`lora-strength-${on.dataset.lora}`).value),
+  }));
 }
 
 async function loadHealth() {
@@ -106,6 +148,7 @@ async function loadHealth() {
   try {
     const health = await (await call("health")).json();
     state.limits = health.limits || {};
+    state.loras = health.loras || {};
     const select = $("model");
     select.replaceChildren();
     renderFormats(health.formats || []);
@@ -185,6 +228,8 @@ function readForm() {
     else if (el.validity.badInput) body[name] = "not a number";
   }
   body.seed = $("seed").value === "" ? -1 : Number($("seed").value);
+  const loras = chosenLoras();
+  if (loras.length) body.loras = loras;
   return body;
 }
 

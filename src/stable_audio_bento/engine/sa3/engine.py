@@ -58,6 +58,7 @@ from ..contract import (
 )
 from ..cpu_fast import quantize_int8
 from ..info import OBJECTIVE_DEFAULTS, ModelInfo
+from ..lora.apply import applied as lora_applied
 from ..noise import ItemNoise, initial_noise
 from ..precision import (
     CpuOptions,
@@ -71,6 +72,7 @@ from ..precision import (
 from ..splice import splice
 from . import SA3_BACKEND
 from . import decode as sa3_decode
+from . import layout as sa3_layout  # noqa: F401  (registers its LoRA plan with engine.lora)
 from . import reference as sa3_reference
 from . import same as sa3_same
 
@@ -421,7 +423,7 @@ class SA3Engine:
         import torch
 
         started = time.perf_counter()
-        with self._run_lock, torch.inference_mode():
+        with self._run_lock, torch.inference_mode(), lora_applied(self, sampling.loras):
             self._parts()
             latents, streams = self.sample_streams(requests, sampling, progress)
             outputs = [

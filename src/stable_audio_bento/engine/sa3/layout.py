@@ -18,9 +18,11 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from types import SimpleNamespace
+from typing import Any, Literal, cast
 
 from ...errors import ImportSourceError
+from ..lora.layout import Place, use_sa3_plan
 
 Component = Literal["transformer", "vae", "text_encoder", "duration_embedder"]
 Transform = Literal["copy", "qkv_reorder", "scale_running_std"]
@@ -480,3 +482,24 @@ def _plan_vae(sa3: SA3Config, local: str) -> KeyPlan | None:
         "qkv_reorder" if sa3.same_differential and rest == "attn.to_qkv.weight" else "copy"
     )
     return KeyPlan("vae", f"{prefix}transformers.{j}.{rest}", transform)
+
+
+# The components a LoRA may adapt, and their weight files in a store entry.
+LORA_FILES = {
+    "transformer": "transformer/diffusion_pytorch_model.safetensors",
+    "duration_embedder": "duration_embedder/diffusion_pytorch_model.safetensors",
+    "text_encoder": "text_encoder/model.safetensors",
+}
+
+
+def lora_place(hub_name: str, differential: bool) -> Place | None:
+    """Where a LoRA's reference weight ``hub_name`` is in our components (None: not there)."""
+    # Only the DiT's differential flag matters to the DiT / conditioner weights' plans.
+    stand_in = cast(SA3Config, SimpleNamespace(dit_differential=differential))
+    plan = _plan_one(stand_in, hub_name)
+    if plan is None or plan.component not in LORA_FILES:
+        return None
+    return Place(plan.component, plan.key, plan.transform)
+
+
+use_sa3_plan(lora_place)

@@ -33,6 +33,7 @@ from ...store.hub_cache import link_text_encoder, prepare_offline_hub
 from ..contract import EngineRequest, EngineStats, LoadOptions, ProgressCallback, SamplingParams
 from ..cpu_fast import compile_in_place, fold_weight_norm, quantize_int8
 from ..info import RF_OBJECTIVES, ModelInfo
+from ..lora.apply import applied as lora_applied
 from ..noise import ItemNoise, initial_noise
 from ..precision import (
     CpuOptions,
@@ -239,7 +240,7 @@ class StableAudioEngine:
         import torch
 
         started = time.perf_counter()
-        with self._run_lock, torch.inference_mode():
+        with self._run_lock, torch.inference_mode(), lora_applied(self, sampling.loras):
             if self.model is None:
                 raise GenerationError(f"{self.info.name} was unloaded")
             latents = self.sample(requests, sampling, progress)

@@ -1,0 +1,299 @@
+"""LoRA adapters on both demo families: import checks, the math on our modules, isolation.
+
+LoRA files are written here in the reference's format (``tests/lora_files.py``); the parity
+run (``parity/lora_reference.py``) checks the same code against the reference's own loader.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stable_audio_bento.engine import EngineRequest
+from stable_audio_bento.engine.lora.apply import applied
+from stable_audio_bento.engine.lora.layout import engine_layer, engine_modules, to_ours
+from stable_audio_bento.errors import ImportSourceError, InvalidRequestError
+from stable_audio_bento.lora.store import LoraNotFoundError, import_lora, list_loras
+from stable_audio_bento.pipeline.batching import Batcher
+from stable_audio_bento.pipeline.generation import AudioGenerator
+from stable_audio_bento.pipeline.registry import ModelRegistry
+from stable_audio_bento.schemas import GenerationParams, GenerationsRequest
+from stable_audio_bento.settings import Settings
+from tests.lora_files import base_layers, write_lora
+
+pytestmark = pytest.mark.integration
+
+FAMILIES = {"sao": "demo", "sa3": "demo-sa3"}
+REQUEST = EngineRequest("rain on a tin roof", seed=7, seconds_total=0.5)
+
+
+@pytest.fixture(scope="module")
+def registry(demo_tag: str, demo_sa3_tag: str) -> Iterator[ModelRegistry]:
+    registry = ModelRegistry(Settings(device="cpu", max_batch_size=4))
+    yield registry
+    registry.close()
+
+
+@pytest.fixture(scope="module")
+def loras(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Per family: a plain LoRA, a second one, a DoRA (rows) and a BoRA-XS, imported."""
+    folder = tmp_path_factory.mktemp("loras")
+    tags: dict[str, str] = {}
+    for family, model in FAMILIES.items():
+        entry = registry.resolve(model)
+        layers = base_layers(entry)
+        for label, kind, seed in (
+            ("plain", "lora", 1),
+            ("second", "lora", 2),
+            ("dora", "dora-rows", 3),
+            ("boraxs", "bora-xs", 4),
+        ):
+            path = write_lora(folder / f"{family}-{label}.safetensors", layers, kind, seed=seed)
+            tags[f"{family}-{label}"] = import_lora(str(path), model)
+    return tags
+
+
+def weights_digest(engine: object) -> str:
+    components, _, _ = engine_modules(engine)
+    digest = hashlib.sha256()
+    for root in components.values():
+        for name, tensor in sorted(root.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def generate(registry: ModelRegistry, model: str, sets: list[tuple[tuple[str, float], ...]]):
+    with registry.use(model) as loaded:
+        batcher = Batcher(loaded.engine, max_batch_size=8, max_wait=1.0)
+        try:
+            futures = [batcher.submit(REQUEST, _sampling(loaded.engine, s)) for s in sets]
+            return [f.result(timeout=300) for f in futures]
+        finally:
+            batcher.close()
+
+
+def _sampling(engine: object, loras: tuple[tuple[str, float], ...]):
+    import dataclasses
+
+    return dataclasses.replace(engine.info.sampling(steps=2), loras=loras)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_import_refuses_bad_files_and_stores_nothing(
+    family: str, registry: ModelRegistry, loras: dict[str, str], tmp_path: Path
+) -> None:
+    model = FAMILIES[family]
+    other = FAMILIES["sa3" if family == "sao" else "sao"]
+    layers = base_layers(registry.resolve(model))
+    before = [e.tag for e in list_loras()]
+    wrong_base = write_lora(tmp_path / "other.safetensors", base_layers(registry.resolve(other)))
+    with pytest.raises(ImportSourceError, match="another base"):
+        import_lora(str(wrong_base), model)
+    unknown = write_lora(tmp_path / "odd.safetensors", layers, extra_config={"adapter_type": "x"})
+    with pytest.raises(ImportSourceError, match="unknown adapter type 'x'"):
+        import_lora(str(unknown), model)
+    missing = write_lora(tmp_path / "nomag.safetensors", layers, "lora")
+    relabelled = write_lora(
+        tmp_path / "relabel.safetensors", layers, "lora", extra_config={"adapter_type": "bora"}
+    )
+    with pytest.raises(ImportSourceError, match="a bora layer has"):
+        import_lora(str(relabelled), model)
+    bad_rank = write_lora(tmp_path / "rank.safetensors", layers, extra_config={"rank": 3})
+    with pytest.raises(ImportSourceError, match="rank 3 does not match"):
+        import_lora(str(bad_rank), model)
+    (tmp_path / "broken.safetensors").write_bytes(b"not a file")
+    with pytest.raises(ImportSourceError, match="not a readable safetensors"):
+        import_lora(str(tmp_path / "broken.safetensors"), model)
+    with pytest.raises(ImportSourceError, match="not in the model store"):
+        import_lora(str(missing), "no-such-model")
+    assert [e.tag for e in list_loras()] == before
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_plain_lora_adds_its_scaled_delta_in_our_layout(
+    family: str, registry: ModelRegistry, loras: dict[str, str]
+) -> None:
+    """W' = W + alpha / rank * strength * B A, converted as the base weights are (the fused,
+    reordered SA3 q/k/v rows included); the base weights are back afterwards."""
+    from stable_audio_bento.engine.lora.stored import load_adapter
+
+    adapter = load_adapter(loras[f"{family}-plain"])
+    with registry.use(FAMILIES[family]) as loaded:
+        engine = loaded.engine
+        components, sa3, differential = engine_modules(engine)
+        before = weights_digest(engine)
+        name = "model.model.transformer.layers.0.self_attn.to_qkv.weight"
+        module, transform = engine_layer(components, name, sa3, differential)
+        base = module.weight.detach().clone()
+        params = adapter.layers[name]
+        delta = adapter.config.scaling * 0.6 * (params["lora_B"] @ params["lora_A"])
+        with torch.inference_mode(), applied(engine, ((adapter.tag, 0.6),)):
+            adapted = module.weight.detach().clone()
+        assert transform == ("qkv_reorder" if family == "sa3" else "copy")
+        torch.testing.assert_close(adapted - base, to_ours(delta, transform), rtol=0, atol=1e-5)
+        assert weights_digest(engine) == before
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_request_gets_its_own_loras_whatever_runs_with_it(
+    family: str, registry: ModelRegistry, loras: dict[str, str]
+) -> None:
+    """Requests queued at once with different LoRA sets and strengths each run in their own
+    batch and get exactly the audio they get alone; two with the same set share a batch (the
+    batch position's float rounding only); strength 0 is the base model; the shared weights
+    are untouched."""
+    model = FAMILIES[family]
+    plain, second, dora, boraxs = (
+        loras[f"{family}-{k}"] for k in ("plain", "second", "dora", "boraxs")
+    )
+    sets = [
+        (),
+        ((plain, 1.0),),
+        ((plain, 0.5),),
+        ((plain, 1.0), (dora, 0.8), (boraxs, 0.7)),
+        ((dora, 0.0),),
+        ((second, 1.0),),
+    ]
+    with registry.use(model) as loaded:
+        before = weights_digest(loaded.engine)
+    together = generate(registry, model, [*sets, sets[1]])
+    # Only the two requests with the same LoRAs and strengths shared a batch.
+    assert [t.batch_size for t in together] == [1, 2, 1, 1, 1, 1, 2]
+    # Same seed and prompt in one batch: equal up to float rounding of the batch position.
+    a, b = together[1].audio, together[-1].audio
+    assert float(np.sqrt(np.mean((a - b) ** 2)) / np.sqrt(np.mean(a**2))) < 5e-5
+    together = together[:-1]
+    alone = [generate(registry, model, [s])[0] for s in sets]
+    for i, (mixed, single) in enumerate(zip(together, alone, strict=True)):
+        if mixed.batch_size == 1:  # its own batch whatever else was queued: identical
+            np.testing.assert_array_equal(mixed.audio, single.audio, err_msg=str(i))
+            continue
+        # Batched with its twin: float rounding of the batch position only.
+        change = np.sqrt(np.mean((mixed.audio - single.audio) ** 2)) / np.sqrt(
+            np.mean(single.audio**2)
+        )
+        assert change < 5e-5, (i, change)
+    base = alone[0].audio
+    np.testing.assert_array_equal(alone[4].audio, base)  # DoRA at strength 0: the base weights
+    changed = [float(np.abs(a.audio - base).max()) for a in alone[1:4] + alone[5:]]
+    assert min(changed) > 1e-3, changed
+    assert float(np.abs(alone[1].audio - alone[2].audio).max()) > 1e-3  # strength matters
+    with registry.use(model) as loaded:
+        assert weights_digest(loaded.engine) == before
+
+
+def test_requests_name_loras_by_store_name_for_their_own_base(
+    registry: ModelRegistry, loras: dict[str, str]
+) -> None:
+    generator = AudioGenerator(registry.settings, registry)
+    plan = generator.plan(
+        GenerationParams(prompt="rain", model="demo", loras=(("sao-plain", 0.8), ("sao-dora", 1)))
+    )
+    assert plan.sampling.loras == ((loras["sao-plain"], 0.8), (loras["sao-dora"], 1))
+    with pytest.raises(LoraNotFoundError, match="The LoRA `nope` does not exist"):
+        generator.plan(GenerationParams(prompt="rain", model="demo", loras=(("nope", 1.0),)))
+    with pytest.raises(InvalidRequestError, match="is for the model `stable-audio-3-demo`") as e:
+        generator.plan(GenerationParams(prompt="rain", model="demo", loras=(("sa3-plain", 1.0),)))
+    assert e.value.field == "loras"
+
+
+def test_strength_and_count_are_bounded() -> None:
+    from pydantic import ValidationError
+
+    ok = GenerationsRequest.model_validate({"prompt": "x", "loras": [{"name": "a", "strength": 2}]})
+    assert ok.to_params().loras == (("a", 2.0),)
+    for bad in (
+        [{"name": "a", "strength": 2.5}],
+        [{"name": "a", "strength": -0.1}],
+        [{"name": ""}],
+        [{"name": "a", "weight": 1}],
+        [{"name": "a"}] * 5,
+    ):
+        with pytest.raises(ValidationError):
+            GenerationsRequest.model_validate({"prompt": "x", "loras": bad})
+    params = GenerationsRequest.model_validate(
+        {"prompt": "x", "loras": [{"name": "a", "strength": 0.5}]}
+    ).to_params()
+    assert GenerationParams.from_record(params.to_record()) == params
+
+
+def test_a_lora_that_cannot_be_read_fails_only_its_own_requests(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    import bentoml
+
+    from stable_audio_bento.engine.lora.stored import ADAPTER_FILE
+    from stable_audio_bento.errors import ModelLoadError
+
+    path = write_lora(tmp_path / "broken-later.safetensors", base_layers(registry.resolve("demo")))
+    tag = import_lora(str(path), "demo")
+    (Path(bentoml.models.get(tag).path) / ADAPTER_FILE).write_bytes(b"truncated")
+    generator = AudioGenerator(registry.settings, registry)
+    params = GenerationParams(prompt="rain", model="demo", seconds_total=0.5, steps=2, seed=3)
+    with pytest.raises(ModelLoadError, match="broken-later"):
+        generator.generate(dataclasses.replace(params, loras=(("broken-later", 1.0),)))
+    assert generator.generate(params).encoded.data[:4] == b"RIFF"
+
+
+def test_audio_in_forms_take_loras_as_a_json_list() -> None:
+    from pydantic import ValidationError
+
+    from stable_audio_bento.http.audio_to_audio import AudioInFields
+
+    fields = AudioInFields.model_validate(
+        {"prompt": "x", "loras": '[{"name": "a", "strength": 0.5}, {"name": "b"}]'}
+    )
+    assert fields.to_spec("audio-to-audio").params.loras == (("a", 0.5), ("b", 1.0))
+    with pytest.raises(ValidationError, match="loras"):
+        AudioInFields.model_validate({"prompt": "x", "loras": '[{"name": "a", "strength": 9}]'})
+
+
+def test_import_lora_from_a_hub_repo(registry: ModelRegistry, tmp_path: Path) -> None:
+    """``owner/repo`` (its one LoRA file) or ``owner/repo/file`` through the CLI, against a
+    local stand-in for the hub; a repo with two LoRA files asks which."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.fake_hub import FakeRepo, fake_hub
+    from tests.servers import REPO_ROOT
+
+    layers = base_layers(registry.resolve("demo"))
+    one = write_lora(tmp_path / "one.safetensors", layers, seed=7).read_bytes()
+    two = write_lora(tmp_path / "two.safetensors", layers, "dora-rows", seed=8).read_bytes()
+    repos = {
+        "someone/rain-style": FakeRepo({"rain.safetensors": one, "README.md": b"a LoRA"}),
+        "someone/two-styles": FakeRepo({"a.safetensors": one, "b.safetensors": two}),
+    }
+    with fake_hub(repos) as (endpoint, _):
+        env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+        env.update(HF_ENDPOINT=endpoint, HF_HUB_CACHE=str(tmp_path / "hf-cache"))
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "models", "import-lora", *args, "--base", "demo"],
+                cwd=REPO_ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+
+        done = cli("someone/rain-style")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("rain:")
+        ambiguous = cli("someone/two-styles")
+        assert ambiguous.returncode == 2
+        assert "has 2 LoRA files (a.safetensors, b.safetensors)" in ambiguous.stderr
+        named = cli("someone/two-styles/b.safetensors", "--name", "hub-dora")
+        assert named.returncode == 0, named.stderr
+    entries = {e.name: e for e in list_loras()}
+    assert entries["rain"].metadata["source"] == "someone/rain-style"
+    assert entries["hub-dora"].metadata["adapter_type"] == "dora-rows"
