@@ -92,7 +92,8 @@ def _jobs_as_this_release_writes_them() -> dict[str, Job]:
 
 
 # What this release adds to a record, each at a default that means "as before": queue control
-# and webhooks on the job, the output level in the parameters (None: the family's own).
+# and webhooks on the job; the output level (None: the family's own) and the LoRAs (none) in
+# the parameters.
 ADDED_JOB_FIELDS = {
     "priority": 0,
     "max_queue_seconds": None,
@@ -102,7 +103,7 @@ ADDED_JOB_FIELDS = {
     "webhook_progress_at": None,
     "deliveries": [],
 }
-ADDED_PARAMS = {"normalize": None}
+ADDED_PARAMS: dict[str, Any] = {"normalize": None, "loras": []}
 
 
 def _as_last_release(record: dict[str, Any]) -> dict[str, Any]:
