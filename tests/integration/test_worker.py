@@ -261,3 +261,15 @@ def test_retention_sweep_deletes_jobs_and_files(
         raise AssertionError("job was not purged")
     with pytest.raises(StorageError, match="does not exist"):
         local_storage.resolve(job.result_key)
+
+
+def test_every_step_reaches_the_event_log_between_heartbeats(
+    store: JobStore, local_storage: LocalStorage, start_worker: Callable[..., JobWorker]
+) -> None:
+    """Steps slower than the progress interval are each logged, although the heartbeat is far
+    apart: an event stream shows every step as it happens, not one a second."""
+    start_worker(store, local_storage, heartbeat_interval=5.0, progress_interval=0.02)
+    job = submit(store, steps=6, step_seconds=0.15)
+    wait_for(store, job.id, lambda j: j.status == "succeeded")
+    steps = [e["step"] for _, e in store.events_after(job.id) if e["type"] == "progress"]
+    assert steps == [1, 2, 3, 4, 5, 6]

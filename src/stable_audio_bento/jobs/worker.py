@@ -31,6 +31,8 @@ class _Run:
 
     def __init__(self) -> None:
         self.done = threading.Event()
+        # Set by a new progress step and by the end: the lease keeper wakes to report it.
+        self.wake = threading.Event()
         self.canceled = threading.Event()  # the user asked to cancel
         self.lost = threading.Event()  # another worker owns the job now
         self._lock = threading.Lock()
@@ -40,6 +42,11 @@ class _Run:
     def set_progress(self, step: int, total: int) -> None:
         with self._lock:
             self._progress = (step, total)
+        self.wake.set()
+
+    def finish(self) -> None:
+        self.done.set()
+        self.wake.set()
 
     @property
     def progress(self) -> tuple[int, int] | None:
@@ -59,7 +66,8 @@ class JobWorker:
 
     ``run_job(job, progress, is_canceled)`` does the work; it should call ``progress(step,
     total)`` as it goes and stop by raising once ``is_canceled()`` turns true. While it
-    runs, a keeper thread extends the lease, reports progress and watches for cancel. If
+    runs, a keeper thread extends the lease, reports each progress step (at
+    most one store write per ``progress_interval``) and watches for cancel. If
     storing the output fails, the bytes are kept under ``fallback_dir`` and the job fails.
     A job's ``error`` is written for its client: server paths, hosts and buckets go to the
     log only, under an error id that the client's message quotes. With ``retention_seconds``
@@ -80,6 +88,7 @@ class JobWorker:
         retention_seconds: float | None = None,
         sweep_interval: float = 600.0,
         heartbeat_interval: float | None = None,
+        progress_interval: float = 0.1,
         also_sweep: Callable[[], int] | None = None,
     ) -> None:
         self.store = store
@@ -101,6 +110,7 @@ class JobWorker:
         self.also_sweep = also_sweep
         # Often enough that a cancel is seen within a second, and a lease survives two misses.
         self.heartbeat_interval = heartbeat_interval or min(1.0, lease_seconds / 3)
+        self.progress_interval = progress_interval
         self._stopping = threading.Event()
         self._abort = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -244,7 +254,7 @@ class JobWorker:
         finally:
             with self._running_lock:
                 self._running.pop(job.id, None)
-            run.done.set()
+            run.finish()
             keeper.join()
 
     def _run_and_record(self, job: Job, owner: str, run: _Run) -> None:
@@ -326,11 +336,20 @@ class JobWorker:
         return str(path)
 
     def _keep_lease(self, job_id: str, owner: str, run: _Run) -> None:
-        while not run.done.wait(self.heartbeat_interval):
+        """A heartbeat every ``heartbeat_interval``, and one as soon as a step is reported (the
+        job's event stream and webhooks see every step a client could see)."""
+        next_beat = time.monotonic() + self.heartbeat_interval
+        while True:
+            run.wake.wait(max(0.0, next_beat - time.monotonic()))
+            run.wake.clear()
+            if run.done.is_set():
+                return
+            progress = run.unreported_progress()
+            if progress is None and time.monotonic() < next_beat:
+                continue
+            next_beat = time.monotonic() + self.heartbeat_interval
             try:
-                job = self.store.heartbeat(
-                    job_id, owner, self.lease_seconds, progress=run.unreported_progress()
-                )
+                job = self.store.heartbeat(job_id, owner, self.lease_seconds, progress=progress)
             except Exception:
                 # A store hiccup: keep trying; the lease outlives a few missed beats.
                 logger.exception("Heartbeat for job %s failed", job_id)
@@ -340,6 +359,8 @@ class JobWorker:
                 return
             if job.cancel_requested:
                 run.canceled.set()
+            if run.done.wait(self.progress_interval):  # bounds the store writes
+                return
 
 
 def _is_expected(error: Exception) -> bool:
