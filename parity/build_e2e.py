@@ -4,13 +4,16 @@ reference package's own ``StableAudioModel.generate()``.
 Runs in ``.venv-parity`` with the reference package ``stable_audio_3`` (Stability-AI/stable-audio-3,
 not on PyPI) importable: ``SA3_REFERENCE_SRC`` names a checkout of it (``make parity`` clones the
 pinned commit). Writes, per variant (``small``: distilled, ``rf_denoiser``, ping-pong;
-``small-base``: ``rectified_flow``, Euler), into OUT_DIR/e2e/<variant>/:
+``small-base``: ``rectified_flow``, Euler; ``medium``: distilled), into OUT_DIR/e2e/<variant>/
+(``build_e2e.py OUT_DIR [VARIANT ...]``: only the variants named):
 
 - ``hub/``: the model in the released layout: ``model_config.json`` (the released structure:
-  ``diffusion_cond_inpaint``, ``local_add_cond_ids``, SAME-S with chunk 32 and midpoint shift,
-  a kernel-3 decoder mapping, decoder ``mask_noise`` 0.01, 256 x 16 = 4096x downsampling,
-  learned prompt padding naming ``repo_id`` + ``subfolder``, ``seconds_total`` max_val 384;
-  only widths, depths and the prompt length shrunk), ``model.safetensors`` as the reference
+  ``diffusion_cond_inpaint``, ``local_add_cond_ids``; small: SAME-S with chunk 32 and midpoint
+  shift, a kernel-3 decoder mapping, a plain DiT; medium: SAME-L with sliding-window
+  attention, kernel-1 mappings, a differential-attention DiT; decoder ``mask_noise`` 0.01,
+  256 x 16 = 4096x downsampling, learned prompt padding naming the model's ``repo_id`` +
+  ``subfolder``, ``seconds_total`` max_val 384; only widths, depths and the prompt length
+  shrunk), ``model.safetensors`` as the reference
   saves its state dict (no T5Gemma), and ``t5gemma-b-b-ul2/`` (the whole tiny T5Gemma
   encoder-decoder in transformers' layout, tokenizer, generation config);
 - ``cases.json`` and ``reference.safetensors``: each case's request and generate()'s audio.
@@ -33,7 +36,10 @@ if os.environ.get("SA3_REFERENCE_SRC"):
 
 from build_reference import COND_DIM, SEED, build_tokenizer, randomize
 
-REPO = "stabilityai/stable-audio-3-small-sfx"
+REPOS = {
+    "small": "stabilityai/stable-audio-3-small-sfx",
+    "medium": "stabilityai/stable-audio-3-medium",
+}
 SUB = "t5gemma-b-b-ul2"
 RATE = 44100
 # A source clip for variations and inpainting (a chord, with a little noise), 2.5 s.
@@ -80,11 +86,38 @@ CASES: list[dict[str, Any]] = [
         "inpaint": [0.8, 1.6],
     },
 ]
-VARIANTS = {"small": ("rf_denoiser", 8), "small-base": ("rectified_flow", 8)}
+# variant -> (objective, steps, family, case ids: None for all).
+VARIANTS: dict[str, tuple[str, int, str, tuple[str, ...] | None]] = {
+    "small": ("rf_denoiser", 8, "small", None),
+    "small-base": ("rectified_flow", 8, "small", None),
+    # Medium as released: distilled. Text-to-audio at cfg 1 (two lengths, two seeds) and cfg 7,
+    # a variation, an inpainting.
+    "medium": (
+        "rf_denoiser",
+        8,
+        "medium",
+        (
+            "t2a-a-1.0s-seed1-cfg1",
+            "t2a-b-2.3s-seed7-cfg1",
+            "t2a-b-1.7s-seed3-cfg7",
+            "variation-0.7-seed11",
+            "inpaint-0.8-1.6s-seed13",
+        ),
+    ),
+}
 
 
-def released_config(objective: str, model_path: str | None) -> dict[str, Any]:
-    """The released SA3 small structure at tiny widths and depths."""
+def released_config(
+    objective: str, model_path: str | None, family: str = "small"
+) -> dict[str, Any]:
+    """The released SA3 structure of ``family`` at tiny widths and depths.
+
+    ``small``: SAME-S (attention in chunks of 32 frames with a midpoint shift, a kernel-3
+    decoder mapping), a plain-attention DiT. ``medium``: SAME-L (sliding-window attention, one
+    latent either side; kernel-1 mappings), a differential-attention DiT (released: embed 1536,
+    depth 24, 24 heads; SAME-L 256 x 6 channels, 12 layers, decoder ``sinusoidal_blocks`` 8).
+    Both: decoder ``mask_noise`` 0.01, patch 256 x stride 16.
+    """
     same: dict[str, Any] = {
         "channels": 16,
         "c_mults": [2],
@@ -95,13 +128,20 @@ def released_config(objective: str, model_path: str | None) -> dict[str, Any]:
         "dyt": True,
         "dim_heads": 16,
         "variable_stride": True,
-        "chunk_size": 32,
-        "chunk_midpoint_shift": True,
     }
+    decoder: dict[str, Any] = {"sinusoidal_blocks": [1]}
+    if family == "small":
+        same.update(chunk_size=32, chunk_midpoint_shift=True)
+        decoder["conv_mapping"] = True
+    else:
+        same["sliding_window"] = [1, 1]
+        # A layer runs the sin gate when (depth - index) < sinusoidal_blocks: released 8 of 12
+        # (the last 7 layers), here 2 of 2 (the last layer). [1] would give none.
+        decoder["sinusoidal_blocks"] = [2]
     prompt: dict[str, Any] = {
         "max_length": 16,
         "padding_mode": "learned",
-        "repo_id": REPO,
+        "repo_id": REPOS[family],
         "subfolder": SUB,
     }
     if model_path is not None:  # building only: the saved config names the repo, as released
@@ -125,9 +165,8 @@ def released_config(objective: str, model_path: str | None) -> dict[str, Any]:
                         "type": "same",
                         "config": {
                             "out_channels": 512,
-                            "sinusoidal_blocks": [1],
                             "mask_noise": 0.01,
-                            "conv_mapping": True,
+                            **decoder,
                             **same,
                         },
                     },
@@ -176,7 +215,7 @@ def released_config(objective: str, model_path: str | None) -> dict[str, Any]:
                     "local_add_cond_dim": 17,
                     "norm_type": "rms_norm",
                     "norm_kwargs": {"force_fp32": True},
-                    "attn_kwargs": {"qk_norm": "rms", "differential": False},
+                    "attn_kwargs": {"qk_norm": "rms", "differential": family == "medium"},
                 },
             },
         },
@@ -243,21 +282,30 @@ def generate(model: Any, case: dict[str, Any], steps: int, source: torch.Tensor)
     return audio[0].float()
 
 
-def build(out_dir: Path, variant: str, objective: str, steps: int) -> None:
+def build(
+    out_dir: Path,
+    variant: str,
+    objective: str,
+    steps: int,
+    family: str = "small",
+    case_ids: tuple[str, ...] | None = None,
+) -> None:
     from safetensors.torch import save_file
     from stable_audio_3.factory import create_diffusion_cond_from_config
     from stable_audio_3.model import StableAudioModel
 
     hub = out_dir / "hub"
     build_t5gemma(hub / SUB)
-    config = released_config(objective, str(hub))
+    config = released_config(objective, str(hub), family)
     torch.manual_seed(SEED)
     model = create_diffusion_cond_from_config(config).eval().requires_grad_(False)
     randomize(model, SEED)
+    sin_layers = sum(type(m).__name__ == "Sin" for m in model.pretransform.modules())
+    assert family == "small" or sin_layers > 0, "the tiny SAME-L decoder must have a sin gate"
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     assert not any(".prompt.model." in k for k in state), "T5Gemma must stay out of the state"
     save_file(state, str(hub / "model.safetensors"))
-    saved = released_config(objective, None)
+    saved = released_config(objective, None, family)
     (hub / "model_config.json").write_text(json.dumps(saved, indent=2))
 
     reference = StableAudioModel(model, saved, "cpu", False)
@@ -265,12 +313,17 @@ def build(out_dir: Path, variant: str, objective: str, steps: int) -> None:
     outputs: dict[str, torch.Tensor] = {"source": source}
     cases = []
     for case in CASES:
+        if case_ids is not None and case["id"] not in case_ids:
+            continue
         outputs[case["id"]] = generate(reference, case, steps, source).contiguous()
         cases.append({**case, "steps": steps})
     save_file(outputs, str(out_dir / "reference.safetensors"))
     record = {
         "variant": variant,
         "objective": objective,
+        "family": family,
+        "hub_repo": REPOS[family],
+        "same_sin_gated_layers": sin_layers,
         "cases": cases,
         "torch": torch.__version__,
         "reference_src": os.environ.get("SA3_REFERENCE_SRC", ""),
@@ -280,8 +333,11 @@ def build(out_dir: Path, variant: str, objective: str, steps: int) -> None:
 
 
 def main(out_dir: Path) -> None:
-    for variant, (objective, steps) in VARIANTS.items():
-        build(out_dir / "e2e" / variant, variant, objective, steps)
+    only = set(sys.argv[2:])  # variant names: only these (all when none)
+    for variant, (objective, steps, family, case_ids) in VARIANTS.items():
+        if only and variant not in only:
+            continue
+        build(out_dir / "e2e" / variant, variant, objective, steps, family, case_ids)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,12 @@
 
 Runs in the project's environment after ``parity/build_e2e.py``. For each variant it imports
 OUT_DIR/e2e/<variant>/hub through ``python -m models import`` (the local snapshot) and, for
-the distilled variant, also as a hub id from the stand-in hub (``tests/fake_hub.py``: the
-released file list, the T5Gemma subfolder gated), checks that both imports give the same
-entry, loads it on the CPU in float32 and generates every case the reference generated, with
-the reference's output level (``normalize="clamp"``: generate() clamps to [-1, 1]).
+the distilled variants (small, medium), also as its released hub id from the stand-in hub
+(``tests/fake_hub.py``: the released file list, the T5Gemma subfolder gated), checks that both
+imports give the same entry, loads it on the CPU in float32 and generates every case the
+reference generated, with the reference's output level (``normalize="clamp"``: generate()
+clamps to [-1, 1]). It records which SAME decode ran (SAME-S's chunks or SAME-L's
+sliding-window band) and the decoder noise it applied.
 
 Inpainting is compared before our splice (the server keeps the source outside the regions on
 purpose; the reference returns the model's audio everywhere). A batched row checks that a
@@ -70,7 +72,9 @@ def weights(entry: Path) -> dict[str, bytes]:
     }
 
 
-def import_variant(variant_dir: Path, home: Path, name: str, via_hub: bool) -> tuple[Path, dict]:
+def import_variant(
+    variant_dir: Path, home: Path, name: str, via_hub: bool, hub_repo: str = HUB_REPO
+) -> tuple[Path, dict]:
     import yaml
 
     from tests.fake_hub import FakeRepo, fake_hub
@@ -84,9 +88,9 @@ def import_variant(variant_dir: Path, home: Path, name: str, via_hub: bool) -> t
     if via_hub:
         repo = FakeRepo.from_dir(hub)
         repo.gated_folders = (SUB,)
-        with fake_hub({HUB_REPO: repo}) as (endpoint, requests):
+        with fake_hub({hub_repo: repo}) as (endpoint, requests):
             hub_tag = cli_import(
-                [HUB_REPO, "--name", f"{name}-hub"],
+                [hub_repo, "--name", f"{name}-hub"],
                 home,
                 {
                     "HF_HUB_OFFLINE": "0",
@@ -108,16 +112,17 @@ def run_variant(variant_dir: Path, home: Path, via_hub: bool) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     from stable_audio_bento.audio import set_level
-    from stable_audio_bento.engine.contract import EngineRequest
+    from stable_audio_bento.engine.contract import EngineRequest, LoadOptions
+    from stable_audio_bento.engine.sa3 import same as sa3_same
     from stable_audio_bento.engine.sa3.engine import SA3Engine
 
     cases = json.loads((variant_dir / "cases.json").read_text())
     variant = cases["variant"]
     reference = load_file(str(variant_dir / "reference.safetensors"))
-    entry, imported = import_variant(variant_dir, home, f"parity-{variant}", via_hub)
-    engine = SA3Engine.load(
-        entry, variant, imported["metadata"], device="cpu", half=False, check=False
-    )
+    hub_repo = cases.get("hub_repo", HUB_REPO)
+    entry, imported = import_variant(variant_dir, home, f"parity-{variant}", via_hub, hub_repo)
+    options = LoadOptions(device="cpu", half=False, dtype="float32", check=False)
+    engine = SA3Engine.load(entry, variant, imported["metadata"], options)
     source = reference["source"].numpy()
     rows = []
     for case in cases["cases"]:
@@ -207,6 +212,12 @@ def run_variant(variant_dir: Path, home: Path, via_hub: bool) -> dict[str, Any]:
     return {
         "control_without_decoder_noise_snr_db": control_snr,
         "variant": variant,
+        "hub_repo": hub_repo if via_hub else None,
+        # Which decode ran: SAME-S's chunks (engine/sa3/same.py) or SAME-L's sliding-window
+        # band (engine/sa3/decode.py), and the decoder noise it applied.
+        "decode_path": "chunked" if sa3_same.uses_chunks(engine._parts().vae) else "band",
+        "decoder_mask_noise": engine.mask_noise,
+        "same_sin_gated_layers": cases.get("same_sin_gated_layers"),
         "import": {k: v for k, v in imported.items() if k != "metadata"},
         "rows": rows,
     }
@@ -225,7 +236,8 @@ def main(out_dir: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "bentoml"
         for variant_dir in sorted((out_dir / "e2e").iterdir()):
-            results.append(run_variant(variant_dir, home, via_hub=variant_dir.name == "small"))
+            via_hub = variant_dir.name in ("small", "medium")
+            results.append(run_variant(variant_dir, home, via_hub=via_hub))
     rows = [row for result in results for row in result["rows"]]
     RESULTS.write_text(json.dumps({"min_snr_db": MIN_SNR_DB, "results": results}, indent=2) + "\n")
     width = max(len(r["case"]) for r in rows)
