@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from .deps import RuntimeDep
+from .errors import OPENAPI_ERRORS
 from .views import health_view
 
 router = APIRouter(tags=["health"])
@@ -17,7 +18,11 @@ def health(runtime: RuntimeDep) -> dict[str, Any]:
     return health_view(runtime)
 
 
-@router.get("/v1/loras", summary="LoRA adapters in the model store, by base model")
+@router.get(
+    "/v1/loras",
+    summary="LoRA adapters in the model store, by base model",
+    responses={404: OPENAPI_ERRORS[404]},  # ?model= names no model
+)
 def list_loras(runtime: RuntimeDep, model: str | None = None) -> dict[str, Any]:
     """Every LoRA (name, base, adapter type, rank, alpha, filters, size); ``model`` keeps the
     ones for that model (any of its names)."""

@@ -151,7 +151,11 @@ def complete(schema: dict[str, Any]) -> dict[str, Any]:
                 continue
             responses = op.setdefault("responses", {})
             native = path.startswith("/api/")
-            for status in sorted(statuses(path, method, "requestBody" in op)):
+            # What the route declares itself (FastAPI ``responses=``), in the envelope too.
+            declared = {
+                int(k) for k in responses if k.isdigit() and int(k) in STATUSES and k != "422"
+            }
+            for status in sorted(statuses(path, method, "requestBody" in op) | declared):
                 if status == 422 and "422" in responses and not native:
                     continue  # FastAPI's detail list, which the 422 handler keeps
                 responses[str(status)] = _error(status)
