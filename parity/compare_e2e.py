@@ -322,7 +322,11 @@ def main(out_dir: Path, lora_only: bool = False) -> None:
         lora = run_lora(lora_dir, home, entry, "parity-small")
     rows = [row for result in results for row in result["rows"]]
     RESULTS.write_text(
-        json.dumps({"min_snr_db": MIN_SNR_DB, "results": results, "lora": lora}, indent=2) + "\n"
+        # Other sections (``sao_lora``: parity/sao_lora_e2e.py) are kept.
+        json.dumps(
+            {**previous, "min_snr_db": MIN_SNR_DB, "results": results, "lora": lora}, indent=2
+        )
+        + "\n"
     )
     width = max(len(r["case"]) for r in rows + lora["rows"])
     for row in rows:
