@@ -81,6 +81,7 @@ parity: $(STAMP) $(PARITY_VENV)/.installed $(SA3_REFERENCE_SRC)/stable_audio_3/m
 		$(PARITY_VENV)/bin/python parity/build_e2e.py $(PARITY_OUT)
 	$(PY) parity/compare_e2e.py $(PARITY_OUT)
 	$(PY) parity/lora_compare.py $(PARITY_OUT)
+	$(PY) parity/sao_lora_e2e.py $(PARITY_OUT)/sao-lora
 
 # Re-pin requirements/lock.txt from the loose dependencies in pyproject.toml.
 lock:

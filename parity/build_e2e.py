@@ -17,6 +17,12 @@ pinned commit). Writes, per variant (``small``: distilled, ``rf_denoiser``, ping
   saves its state dict (no T5Gemma), and ``t5gemma-b-b-ul2/`` (the whole tiny T5Gemma
   encoder-decoder in transformers' layout, tokenizer, generation config);
 - ``cases.json`` and ``reference.safetensors``: each case's request and generate()'s audio.
+
+Then, into OUT_DIR/e2e-lora/small/, the reference's own LoRA path on ``small``: LoRA files
+written by its ``add_lora`` + ``save_lora_safetensors`` (``loras/``), and per case a fresh
+model, ``load_lora([...])``, ``set_lora_strength(s, index)`` and generate(), with the same
+request without LoRA as a control (``build_lora``). ``--lora-only``: only this part, on the
+models a previous run saved.
 """
 
 from __future__ import annotations
@@ -332,13 +338,120 @@ def build(
     print(f"reference {variant}: {len(cases)} generate() cases in {out_dir}")
 
 
-def main(out_dir: Path) -> None:
-    only = set(sys.argv[2:])  # variant names: only these (all when none)
+# LoRA files the reference writes for the ``small`` model (type, seed of its random tensors).
+LORA_FILES = {"lora": 201, "dora-rows": 202, "dora-cols": 203}
+LORA_RANK, LORA_ALPHA, LORA_NOISE = 2, 4.0, 0.1
+# Cases of the reference's own LoRA path on ``small``: load_lora(files) + set_lora_strength per
+# index + generate(); the request is one of CASES (by id), the LoRAs (file, strength) stacked.
+LORA_CASES: list[dict[str, Any]] = [
+    {"id": "lora-1.0", "base": "t2a-a-1.0s-seed1-cfg1", "loras": [["lora", 1.0]]},
+    {"id": "lora-0.5", "base": "t2a-a-1.0s-seed1-cfg1", "loras": [["lora", 0.5]]},
+    {"id": "dora-rows-1.0", "base": "t2a-a-1.0s-seed1-cfg1", "loras": [["dora-rows", 1.0]]},
+    {"id": "dora-cols-0.7", "base": "t2a-b-2.3s-seed7-cfg1", "loras": [["dora-cols", 0.7]]},
+    {
+        "id": "stack-lora-0.8+dora-cols-0.6",
+        "base": "t2a-a-1.0s-seed1-cfg1",
+        "loras": [["lora", 0.8], ["dora-cols", 0.6]],
+    },
+    {"id": "lora-1.0-cfg7", "base": "t2a-b-1.7s-seed3-cfg7", "loras": [["lora", 1.0]]},
+]
+
+
+def load_reference(hub: Path, objective: str) -> Any:
+    """A fresh reference model from the saved released layout (no LoRA on it)."""
+    from safetensors.torch import load_file
+    from stable_audio_3.factory import create_diffusion_cond_from_config
+
+    model = create_diffusion_cond_from_config(released_config(objective, str(hub)))
+    model.load_state_dict(load_file(str(hub / "model.safetensors")), strict=True)
+    return model.eval().requires_grad_(False)
+
+
+def write_lora(hub: Path, objective: str, adapter_type: str, seed: int, path: Path) -> None:
+    """A LoRA file as the reference's training writes one: ``add_lora`` on the DiT and the
+    conditioner, adapter tensors (random and non-zero here, as trained ones are),
+    ``save_lora_safetensors`` (fp16 tensors, ``lora_config`` metadata)."""
+    from functools import partial
+
+    from stable_audio_3.models.lora import (
+        LoRAParametrization,
+        add_lora,
+        get_lora_state_dict,
+        save_lora_safetensors,
+    )
+
+    model = load_reference(hub, objective)
+    config = {
+        kind: {
+            "weight": partial(
+                factory, rank=LORA_RANK, lora_alpha=LORA_ALPHA, adapter_type=adapter_type
+            )
+        }
+        for kind, factory in (
+            (torch.nn.Linear, LoRAParametrization.from_linear),
+            (torch.nn.Conv1d, LoRAParametrization.from_conv1d),
+        )
+    }
+    add_lora(model.model, config)
+    add_lora(model.conditioner, config)
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for part in (model.model, model.conditioner):
+        for name, tensor in get_lora_state_dict(part).items():
+            noise = torch.randn(tensor.shape, generator=gen) * LORA_NOISE
+            if name.split(".")[-1].startswith("magnitude"):
+                state[name] = tensor * (1.0 + noise.abs())  # near the base norms, as trained
+            else:
+                state[name] = noise
+    lora_config = {"rank": LORA_RANK, "alpha": LORA_ALPHA, "adapter_type": adapter_type}
+    save_lora_safetensors(state, lora_config, path)
+
+
+def build_lora(out_dir: Path, variant_dir: Path, objective: str, steps: int) -> None:
+    """The reference's own LoRA path end to end, into OUT_DIR: ``loras/<type>.safetensors``,
+    ``cases.json`` and ``reference.safetensors`` (per case the LoRA audio, and
+    ``<id>.no-lora``: the same request without LoRA, the control that the LoRA matters)."""
+    from safetensors.torch import save_file
+    from stable_audio_3.model import StableAudioModel
+
+    hub = variant_dir / "hub"
+    saved = json.loads((hub / "model_config.json").read_text())
+    files = out_dir / "loras"
+    files.mkdir(parents=True, exist_ok=True)
+    for adapter_type, seed in LORA_FILES.items():
+        write_lora(hub, objective, adapter_type, seed, files / f"{adapter_type}.safetensors")
+    requests = {case["id"]: case for case in CASES}
+    source = source_clip()
+    outputs: dict[str, torch.Tensor] = {}
+    cases = []
+    for case in LORA_CASES:
+        request = requests[case["base"]]
+        plain = StableAudioModel(load_reference(hub, objective), saved, "cpu", False)
+        outputs[case["id"] + ".no-lora"] = generate(plain, request, steps, source).contiguous()
+        reference = StableAudioModel(load_reference(hub, objective), saved, "cpu", False)
+        reference.load_lora([str(files / f"{name}.safetensors") for name, _ in case["loras"]])
+        for index, (_, strength) in enumerate(case["loras"]):
+            reference.set_lora_strength(strength, index)
+        outputs[case["id"]] = generate(reference, request, steps, source).contiguous()
+        cases.append({**request, **case, "request": request["id"], "steps": steps})
+    save_file(outputs, str(out_dir / "reference.safetensors"))
+    record = {"variant": variant_dir.name, "objective": objective, "cases": cases}
+    (out_dir / "cases.json").write_text(json.dumps(record, indent=2))
+    print(f"reference {variant_dir.name} LoRA: {len(cases)} generate() cases in {out_dir}")
+
+
+def main(out_dir: Path, lora_only: bool = False) -> None:
+    """Variant names after OUT_DIR: only these (all when none); ``--lora-only``: only the LoRA
+    cases, on the ``small`` model a previous run built."""
+    only = {arg for arg in sys.argv[2:] if not arg.startswith("--")}
     for variant, (objective, steps, family, case_ids) in VARIANTS.items():
-        if only and variant not in only:
+        if lora_only or (only and variant not in only):
             continue
         build(out_dir / "e2e" / variant, variant, objective, steps, family, case_ids)
+    if not only or "small" in only:
+        objective, steps = VARIANTS["small"][:2]
+        build_lora(out_dir / "e2e-lora" / "small", out_dir / "e2e" / "small", objective, steps)
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), lora_only="--lora-only" in sys.argv[2:])
