@@ -52,7 +52,6 @@ def main(out_dir: Path) -> int:
     sys.path.insert(0, str(REPO))
     from models import DEMO_RECIPE
     from stable_audio_bento.engine.importer import import_source
-    from stable_audio_bento.engine.lora.apply import applied
     from stable_audio_bento.engine.lora.layout import engine_layer, engine_modules, to_reference
     from stable_audio_bento.lora.store import import_lora
     from stable_audio_bento.pipeline.registry import ModelRegistry
@@ -114,7 +113,7 @@ def main(out_dir: Path) -> int:
                         module, transform = engine_layer(components, name, sa3, differential)
                         base = to_reference(module.weight.detach().float(), transform)
                         moved += float(((want.double() - base.double()) ** 2).sum())
-                with torch.inference_mode(), applied(engine, chosen):
+                with torch.inference_mode(), engine.loras.merged(chosen):
                     for name, want in reference.items():
                         module, transform = engine_layer(components, name, sa3, differential)
                         got = to_reference(module.weight.detach().float(), transform)

@@ -84,7 +84,22 @@ class Settings(BaseSettings):
     model_memory_budget_mb: int = Field(
         default=0,
         ge=0,
-        description="LRU bound on the weights in memory, MiB (0: no bound beyond the count).",
+        description="LRU bound on the weights in memory, MiB, each model's cached LoRA weights "
+        "included (0: no bound beyond the count).",
+    )
+    lora_apply: Literal["auto", "merged", "per-item"] = Field(
+        default="auto",
+        description="How requests' LoRAs are applied. per-item: plain lora / lora-xs sets are "
+        "added to each request's rows unmerged, so requests with different sets share a batch "
+        "(DoRA / BoRA sets are merged, batched by set); merged: every set is merged into a copy "
+        "of the weights it adapts, one set per batch; auto: batched as per-item, and a batch's "
+        "one set is merged when its weights are cached or fit the cache without evicting.",
+    )
+    lora_cache_mb: int = Field(
+        default=512,
+        ge=0,
+        description="Per loaded model: merged LoRA weights kept for reuse, MiB (least recently "
+        "used out; counted in model_memory_budget_mb).",
     )
 
     # Request limits

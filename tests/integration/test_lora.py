@@ -9,18 +9,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from stable_audio_bento.engine import EngineRequest
-from stable_audio_bento.engine.lora.apply import applied
+from stable_audio_bento.engine.lora.apply import EngineLoras
 from stable_audio_bento.engine.lora.layout import engine_layer, engine_modules, to_ours
 from stable_audio_bento.errors import ImportSourceError, InvalidRequestError
 from stable_audio_bento.lora.store import LoraNotFoundError, import_lora, list_loras
-from stable_audio_bento.pipeline.batching import Batcher
+from stable_audio_bento.pipeline.batching import BatchedAudio, Batcher
 from stable_audio_bento.pipeline.generation import AudioGenerator
 from stable_audio_bento.pipeline.registry import ModelRegistry
 from stable_audio_bento.schemas import GenerationParams, GenerationsRequest
@@ -69,20 +71,41 @@ def weights_digest(engine: object) -> str:
     return digest.hexdigest()
 
 
-def generate(registry: ModelRegistry, model: str, sets: list[tuple[tuple[str, float], ...]]):
+def generate(
+    registry: ModelRegistry,
+    model: str,
+    sets: list[tuple[tuple[str, float], ...]],
+    request: EngineRequest = REQUEST,
+    cfg_scale: float | None = None,
+) -> list[BatchedAudio]:
+    """``request`` once per LoRA set, queued at once through a coalescer."""
     with registry.use(model) as loaded:
         batcher = Batcher(loaded.engine, max_batch_size=8, max_wait=1.0)
+        sampling = loaded.engine.info.sampling(steps=2, cfg_scale=cfg_scale)
         try:
-            futures = [batcher.submit(REQUEST, _sampling(loaded.engine, s)) for s in sets]
+            futures = [
+                batcher.submit(dataclasses.replace(request, loras=s), sampling) for s in sets
+            ]
             return [f.result(timeout=300) for f in futures]
         finally:
             batcher.close()
 
 
-def _sampling(engine: object, loras: tuple[tuple[str, float], ...]):
-    import dataclasses
+@contextmanager
+def lora_mode(registry: ModelRegistry, model: str, mode: str, cache_mb: int = 512) -> Iterator[Any]:
+    """The loaded ``model`` applies LoRAs in ``mode`` inside the block."""
+    with registry.use(model) as loaded:
+        engine = loaded.engine
+        saved = engine.loras
+        engine.loras = EngineLoras(engine, mode, cache_mb)
+        try:
+            yield engine
+        finally:
+            engine.loras = saved
 
-    return dataclasses.replace(engine.info.sampling(steps=2), loras=loras)  # type: ignore[attr-defined]
+
+def relative_change(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((a - b) ** 2)) / np.sqrt(np.mean(b**2)))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -134,21 +157,31 @@ def test_plain_lora_adds_its_scaled_delta_in_our_layout(
         base = module.weight.detach().clone()
         params = adapter.layers[name]
         delta = adapter.config.scaling * 0.6 * (params["lora_B"] @ params["lora_A"])
-        with torch.inference_mode(), applied(engine, ((adapter.tag, 0.6),)):
+        with torch.inference_mode(), engine.loras.merged(((adapter.tag, 0.6),)):
             adapted = module.weight.detach().clone()
         assert transform == ("qkv_reorder" if family == "sa3" else "copy")
         torch.testing.assert_close(adapted - base, to_ours(delta, transform), rtol=0, atol=1e-5)
         assert weights_digest(engine) == before
 
 
+# Batch sizes of SETS (and a repeat of SETS[1]) queued at once: by set when merged; the plain
+# and XS-free lora sets (and no LoRA) in one batch when applied per item.
+BATCHES = {
+    "merged": [1, 2, 1, 1, 1, 1, 2],
+    "per-item": [5, 5, 5, 1, 1, 5, 5],
+    "auto": [5, 5, 5, 1, 1, 5, 5],
+}
+
+
+@pytest.mark.parametrize("mode", BATCHES)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_each_request_gets_its_own_loras_whatever_runs_with_it(
-    family: str, registry: ModelRegistry, loras: dict[str, str]
+    family: str, mode: str, registry: ModelRegistry, loras: dict[str, str]
 ) -> None:
-    """Requests queued at once with different LoRA sets and strengths each run in their own
-    batch and get exactly the audio they get alone; two with the same set share a batch (the
-    batch position's float rounding only); strength 0 is the base model; the shared weights
-    are untouched."""
+    """Requests queued at once with different LoRA sets and strengths each get the audio they
+    get alone: in a batch of their own when merged (identical), or sharing one batch with other
+    sets applied per item (float rounding of the batch only); strength 0 is the base model;
+    the shared weights are untouched."""
     model = FAMILIES[family]
     plain, second, dora, boraxs = (
         loras[f"{family}-{k}"] for k in ("plain", "second", "dora", "boraxs")
@@ -161,32 +194,101 @@ def test_each_request_gets_its_own_loras_whatever_runs_with_it(
         ((dora, 0.0),),
         ((second, 1.0),),
     ]
-    with registry.use(model) as loaded:
-        before = weights_digest(loaded.engine)
-    together = generate(registry, model, [*sets, sets[1]])
-    # Only the two requests with the same LoRAs and strengths shared a batch.
-    assert [t.batch_size for t in together] == [1, 2, 1, 1, 1, 1, 2]
-    # Same seed and prompt in one batch: equal up to float rounding of the batch position.
-    a, b = together[1].audio, together[-1].audio
-    assert float(np.sqrt(np.mean((a - b) ** 2)) / np.sqrt(np.mean(a**2))) < 5e-5
-    together = together[:-1]
-    alone = [generate(registry, model, [s])[0] for s in sets]
+    with lora_mode(registry, model, mode) as engine:
+        before = weights_digest(engine)
+        together = generate(registry, model, [*sets, sets[1]])
+        assert [t.batch_size for t in together] == BATCHES[mode]
+        # Same seed, prompt and set in one batch: equal up to float rounding of the batch.
+        assert relative_change(together[1].audio, together[-1].audio) < 5e-5
+        together = together[:-1]
+        alone = [generate(registry, model, [s])[0] for s in sets]
+        assert weights_digest(engine) == before
     for i, (mixed, single) in enumerate(zip(together, alone, strict=True)):
         if mixed.batch_size == 1:  # its own batch whatever else was queued: identical
             np.testing.assert_array_equal(mixed.audio, single.audio, err_msg=str(i))
-            continue
-        # Batched with its twin: float rounding of the batch position only.
-        change = np.sqrt(np.mean((mixed.audio - single.audio) ** 2)) / np.sqrt(
-            np.mean(single.audio**2)
-        )
-        assert change < 5e-5, (i, change)
+        else:
+            assert relative_change(mixed.audio, single.audio) < 5e-5, i
     base = alone[0].audio
     np.testing.assert_array_equal(alone[4].audio, base)  # DoRA at strength 0: the base weights
     changed = [float(np.abs(a.audio - base).max()) for a in alone[1:4] + alone[5:]]
     assert min(changed) > 1e-3, changed
     assert float(np.abs(alone[1].audio - alone[2].audio).max()) > 1e-3  # strength matters
-    with registry.use(model) as loaded:
-        assert weights_digest(loaded.engine) == before
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_per_item_is_the_merged_math_with_guidance_and_negative_prompts(
+    family: str, registry: ModelRegistry, loras: dict[str, str]
+) -> None:
+    """With classifier-free guidance (the DiT sees every item twice) and a negative prompt on
+    some items, a batch mixing sets applied per item gives each item the audio of its set
+    merged, alone; a request without LoRAs in that batch gets exactly the base model's."""
+    model = FAMILIES[family]
+    plain, second = loras[f"{family}-plain"], loras[f"{family}-second"]
+    sets = [((plain, 0.7),), (), ((second, 1.0), (plain, 0.4)), ((second, 1.5),)]
+    negative = dataclasses.replace(REQUEST, negative_prompt="hiss", prompt="thunder far away")
+    requests = [REQUEST, negative, negative, REQUEST]
+    with lora_mode(registry, model, "per-item") as engine:
+        sampling = engine.info.sampling(steps=2, cfg_scale=5.0)
+        batch = [dataclasses.replace(r, loras=s) for r, s in zip(requests, sets, strict=True)]
+        with engine.loras.applied([r.loras for r in batch]) as how:
+            assert how == "per-item"
+        mixed = engine.generate(batch, sampling)
+        base = engine.generate([requests[1]], sampling)[0]
+    with lora_mode(registry, model, "merged") as engine:
+        merged = [engine.generate([r], sampling)[0] for r in batch]
+    # Guidance amplifies float rounding: on the SA3 demo at cfg 5 the same request merged in a
+    # batch of two is 4e-5 from itself alone, per item 1e-4 to 1.5e-4; the LoRAs move the audio
+    # by 0.6 to 0.8 (relative RMS).
+    for i, (ours, alone) in enumerate(zip(mixed, merged, strict=True)):
+        assert relative_change(ours, alone) < 1e-3, (i, relative_change(ours, alone))
+    assert relative_change(mixed[1], base) < 5e-5
+    assert min(relative_change(merged[i], base) for i in (0, 2, 3)) > 0.1
+
+
+def test_auto_merges_what_is_cached_or_fits_and_never_thrashes(
+    registry: ModelRegistry, loras: dict[str, str]
+) -> None:
+    """auto: a batch's one set is merged when cached or when it fits the cache as it is, else
+    applied per item; DoRA / BoRA sets are always merged; a set with a text encoder layer is
+    merged; ``merged`` mode never mixes sets."""
+    from stable_audio_bento.engine.lora.merge import merged_bytes
+    from stable_audio_bento.engine.lora.stored import Adapter, load_adapter
+
+    plain, second, dora = (loras[f"sao-{k}"] for k in ("plain", "second", "dora"))
+    with lora_mode(registry, "demo", "auto") as engine:
+        size = merged_bytes(engine, ((plain, 1.0),), load_adapter)
+        one_set_mb = -(-size // 2**20)
+    with lora_mode(registry, "demo", "auto", cache_mb=one_set_mb) as engine:
+        policy = engine.loras
+        assert policy.batch_key(((plain, 1.0),)) == policy.batch_key(()) == "per-item"
+        assert policy.batch_key(((dora, 1.0),)) == ((dora, 1.0),)
+        assert policy.merges(((plain, 1.0),))  # fits the empty cache
+        with policy.applied([((plain, 1.0),)]) as how:
+            assert how == "merged"
+        assert policy.nbytes() == size and engine.nbytes() > size
+        assert policy.merges(((plain, 1.0),))  # cached
+        assert not policy.merges(((second, 1.0),))  # would evict the cached set
+        with policy.applied([((second, 1.0),)]) as how:
+            assert how == "per-item"
+        assert policy.counts == {"merged": 1, "built": 1, "per-item": 1}
+        assert policy.merges(((dora, 1.0),))  # DoRA renormalises: merged whatever the cache
+    with lora_mode(registry, "demo", "merged") as engine:
+        assert engine.loras.batch_key(((plain, 1.0),)) == ((plain, 1.0),)
+    with lora_mode(registry, "demo-sa3", "auto") as engine:
+        text = "conditioner.conditioners.prompt.model.encoder.layers.0.self_attn.q_proj.weight"
+        module = engine.parts.text_encoder.get_submodule("encoder.layers.0.self_attn.q_proj")
+        rank = 2
+        layers = {
+            text: {
+                "lora_A": torch.zeros(rank, module.in_features),
+                "lora_B": torch.zeros(module.out_features, rank),
+            }
+        }
+        config = load_adapter(loras["sa3-plain"]).config
+        found = {"text-lora": Adapter("text-lora", config, layers)}
+        policy = EngineLoras(engine, "auto", load=found.__getitem__)
+        assert not policy.can_apply_per_item((("text-lora", 1.0),))
+        assert policy.batch_key((("text-lora", 1.0),)) == (("text-lora", 1.0),)
 
 
 def test_requests_name_loras_by_store_name_for_their_own_base(
@@ -196,7 +298,7 @@ def test_requests_name_loras_by_store_name_for_their_own_base(
     plan = generator.plan(
         GenerationParams(prompt="rain", model="demo", loras=(("sao-plain", 0.8), ("sao-dora", 1)))
     )
-    assert plan.sampling.loras == ((loras["sao-plain"], 0.8), (loras["sao-dora"], 1))
+    assert plan.requests[0].loras == ((loras["sao-plain"], 0.8), (loras["sao-dora"], 1))
     with pytest.raises(LoraNotFoundError, match="The LoRA `nope` does not exist"):
         generator.plan(GenerationParams(prompt="rain", model="demo", loras=(("nope", 1.0),)))
     with pytest.raises(InvalidRequestError, match="is for the model `stable-audio-3-demo`") as e:
@@ -297,3 +399,42 @@ def test_import_lora_from_a_hub_repo(registry: ModelRegistry, tmp_path: Path) ->
     entries = {e.name: e for e in list_loras()}
     assert entries["rain"].metadata["source"] == "someone/rain-style"
     assert entries["hub-dora"].metadata["adapter_type"] == "dora-rows"
+
+
+def test_cached_lora_weights_count_in_the_memory_budget(
+    registry: ModelRegistry, loras: dict[str, str]
+) -> None:
+    """Two copies of the demo fit the budget; once the first caches merged LoRA weights
+    larger than the slack, loading the second evicts it."""
+    import math
+
+    from stable_audio_bento.store.catalog import ModelCatalog, ModelEntry
+
+    demo = registry.resolve("demo")
+    with registry.use("demo") as loaded:
+        weights = loaded.engine.nbytes() - loaded.engine.loras.nbytes()
+    budget_mb = math.ceil(2 * weights / 2**20)
+    slack = budget_mb * 2**20 - 2 * weights
+    catalog = ModelCatalog(
+        [ModelEntry(n, "v1", demo.path, {**demo.metadata, "aliases": []}) for n in ("a", "b")]
+    )
+    settings = Settings(device="cpu", max_loaded_models=5, model_memory_budget_mb=budget_mb)
+    both = ModelRegistry(settings, catalog)
+    pair = ModelRegistry(settings, catalog)
+    try:
+        for name in ("a", "b"):
+            with both.use(name):
+                pass
+        assert both.loaded_names() == ["a", "b"]  # the control: no LoRA weights, both fit
+        with pair.use("a") as a:
+            for strength in (1.0, 0.5):
+                with a.engine.loras.merged(((loras["sao-plain"], strength),)):
+                    pass
+            assert a.engine.loras.nbytes() > slack
+            assert a.engine.nbytes() == weights + a.engine.loras.nbytes()
+        with pair.use("b"):
+            pass
+        assert pair.loaded_names() == ["b"]
+    finally:
+        both.close()
+        pair.close()

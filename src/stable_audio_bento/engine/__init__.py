@@ -99,6 +99,8 @@ def load_options(settings: Settings) -> LoadOptions:
         compile=settings.compile,
         threads=settings.torch_threads,
         cpu=CpuOptions(settings.cpu_fast, settings.precision_min_snr_db),
+        lora_apply=settings.lora_apply,
+        lora_cache_mb=settings.lora_cache_mb,
     )
 
 

@@ -1,13 +1,13 @@
 """The engine contract: what the registry, the coalescer, the pipeline and the benchmarks use.
 
 An engine is one loaded model on one device. It generates a batch of requests that share the
-batch-wide ``SamplingParams``; each request keeps its own prompt, length and seed and gets the
-audio it would get alone. Nothing HTTP lives behind this contract.
+batch-wide ``SamplingParams``; each request keeps its own prompt, length, seed and LoRAs and
+gets the audio it would get alone. Nothing HTTP lives behind this contract.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -61,6 +61,9 @@ class LoadOptions:
     check: bool = True
     threads: int = 0
     cpu: CpuOptions = field(default_factory=CpuOptions)
+    # How LoRAs are applied (``engine.lora.apply.MODES``) and the merged weights' cache, MiB.
+    lora_apply: str = "auto"
+    lora_cache_mb: int = 512
 
 
 @dataclass
@@ -77,6 +80,12 @@ class EngineStats:
         self.last_batch_sizes = [*self.last_batch_sizes[-99:], items]
 
 
+class LoraBatching(Protocol):
+    def batch_key(self, loras: tuple[tuple[str, float], ...]) -> Hashable:
+        """What of a request's LoRA set its batch must share (part of the coalescer's key)."""
+        ...
+
+
 @runtime_checkable
 class AudioEngine(Protocol):
     """One loaded model: describe it, generate batches, free it."""
@@ -84,6 +93,8 @@ class AudioEngine(Protocol):
     info: ModelInfo
     device: str
     stats: EngineStats
+    # Requests' LoRAs on this engine (``engine.lora.apply.EngineLoras``).
+    loras: LoraBatching
 
     @property
     def dtype_name(self) -> str:
@@ -105,5 +116,5 @@ class AudioEngine(Protocol):
         ...
 
     def nbytes(self) -> int:
-        """Bytes of parameters and buffers held on the device."""
+        """Bytes of parameters, buffers and cached LoRA weights held on the device."""
         ...

@@ -45,6 +45,8 @@ class EngineRequest:
     inpaint_regions: tuple[tuple[float, float], ...] = ()
     # Output level (``audio.LEVELS``); None: the model family's own (ModelInfo.default_level).
     normalize: str | None = None
+    # LoRAs as (store tag, strength), in stacking order (``engine.lora.apply``).
+    loras: tuple[tuple[str, float], ...] = ()
 
     @property
     def mode(self) -> str:
@@ -64,5 +66,3 @@ class SamplingParams:
     apg_scale: float | None = None
     # Extra sampler settings, validated by the model's ModelInfo.
     sampler_kwargs: tuple[tuple[str, Scalar], ...] = ()
-    # LoRAs as (store tag, strength), in stacking order (``engine.lora.apply``).
-    loras: tuple[tuple[str, float], ...] = ()

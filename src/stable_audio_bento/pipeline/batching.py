@@ -1,8 +1,10 @@
 """Request coalescing: concurrent requests that can share a diffusion batch run as one call.
 
-Requests are compatible when they share the engine's batch-wide settings (``SamplingParams``)
-and the model's ``batch_key`` (for variable-length models, the latent length); each keeps its
-own prompt, negative prompt, length and seed, and gets exactly the audio it would get alone. A
+Requests are compatible when they share the engine's batch-wide settings (``SamplingParams``),
+the model's ``batch_key`` (for variable-length models, the latent length) and what the engine
+needs shared of their LoRAs (``EngineLoras.batch_key``: nothing for sets applied per item, the
+set itself for merged ones); each keeps its own prompt, negative prompt, length, seed and
+LoRAs, and gets exactly the audio it would get alone. A
 batch closes when it reaches ``max_batch_size``, when its summed denoised seconds
 (``ModelInfo.cost_seconds``) would pass the memory budget, or ``max_wait`` after its first
 request. While the engine runs one batch, new requests queue, and the next batch takes them all
@@ -52,7 +54,7 @@ class _Group:
     items: list[_Pending] = field(default_factory=list)
 
 
-GroupKey = tuple[SamplingParams, Hashable]
+GroupKey = tuple[SamplingParams, Hashable, Hashable]
 
 
 class Batcher:
@@ -93,7 +95,7 @@ class Batcher:
         info = self.engine.info
         info.check_request(request)
         pending = _Pending(request, progress)
-        key = (sampling, info.batch_key(request))
+        key = (sampling, info.batch_key(request), self.engine.loras.batch_key(request.loras))
         with self._cond:
             if self._closed:
                 raise RuntimeError("batcher is closed")

@@ -155,6 +155,9 @@ class AudioGenerator:
             seed=resolve_seed(params.seed),
             padding_seconds=padding,
             normalize=params.normalize,
+            loras=tuple(
+                (self.loras.resolve(name, entry).tag, strength) for name, strength in params.loras
+            ),
         )
         info.check_request(base, names)
         sampling = info.sampling(
@@ -166,11 +169,6 @@ class AudioGenerator:
             apg_scale=params.apg_scale,
             sampler_kwargs=dict(params.sampler_kwargs),
         )
-        if params.loras:
-            chosen = tuple(
-                (self.loras.resolve(name, entry).tag, strength) for name, strength in params.loras
-            )
-            sampling = replace(sampling, loras=chosen)
         requests = tuple(
             replace(base, seed=seed) for seed in output_seeds(base.seed, params.outputs)
         )
@@ -182,7 +180,7 @@ class AudioGenerator:
         Every output is queued at once, so the coalescer batches them together (and with
         whatever else is compatible); ``progress`` follows the first.
         """
-        for tag, _ in plan.sampling.loras:
+        for tag, _ in plan.requests[0].loras:
             load_adapter(tag)  # a LoRA that cannot be read fails this request before it queues
         with self.registry.use(plan.entry.name) as loaded:
             futures = [

@@ -33,7 +33,6 @@ class LoadedModel:
     batcher: Batcher
     in_use: int = 0
     last_used: float = field(default_factory=time.monotonic)
-    nbytes: int = 0
 
 
 class ModelRegistry:
@@ -110,7 +109,7 @@ class ModelRegistry:
                 max_wait=self.settings.batch_wait_ms / 1000,
                 budget_seconds=self.settings.batch_budget_seconds,
             )
-            loaded = LoadedModel(entry, engine, batcher, in_use=1, nbytes=engine.nbytes())
+            loaded = LoadedModel(entry, engine, batcher, in_use=1)
             with self._lock:
                 self._loaded[entry.name] = loaded
                 victims = self._evictable()
@@ -125,7 +124,8 @@ class ModelRegistry:
         budget = self.settings.model_memory_budget_mb * 2**20 or float("inf")
 
         def over() -> bool:
-            total = sum(m.nbytes for m in self._loaded.values())
+            # Live: a model's cached LoRA weights count as they grow.
+            total = sum(m.engine.nbytes() for m in self._loaded.values())
             return len(self._loaded) > self.settings.max_loaded_models or total > budget
 
         victims = []

@@ -1,124 +1,169 @@
-"""Run an engine batch with a set of LoRAs, leaving the shared weights as they were.
+"""Run an engine batch whose items ask for LoRAs, leaving the shared weights as they were.
 
-A batch's LoRA set (``SamplingParams.loras``: (tag, strength) pairs, in stacking order) is
-part of the coalescer's key, so one batch has one set. Inside the engine's run lock the
-adapted weights replace the base ``weight`` parameters of the layers the set touches and the
-base parameters are put back afterwards, whatever happens; nothing else runs on the engine
-meanwhile. The adapted weights of recently used sets are kept (least recently used first out)
-within ``CACHE_BYTES``, so switching back to a hot set costs only the swap.
+Each request names its LoRAs (``EngineRequest.loras``: (tag, strength) pairs in stacking
+order). Two ways to apply them, chosen per batch inside the engine's run lock:
+
+- **merged** (``merge``): the adapted weights replace the base ``weight`` parameters of the
+  layers the set touches for the batch, and the base ones are put back afterwards, whatever
+  happens. Every adapter type; one set per batch. The adapted weights of recently used sets
+  are cached within a byte budget, so switching back to a hot set costs only the swap.
+- **per item** (``per_item``): plain ``lora`` / ``lora-xs`` layers add each item's delta to
+  the shared layer's output, so requests with different sets (or none) share one batch and
+  nothing is built or cached; each step costs two low-rank products per adapted layer.
+
+``EngineLoras.mode`` (``STABLE_AUDIO_LORA_APPLY``): ``merged`` keys batches on the set and
+always merges; ``per-item`` applies every set that can be applied per item that way (the
+rest merged, batched by set); ``auto`` (the default) batches every per-item set together and
+merges a batch's one set when its adapted weights are cached or fit in the cache without
+evicting another set, else applies it per item (a set that would thrash the cache is never
+rebuilt batch after batch).
 """
 
 from __future__ import annotations
 
 import threading
-import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...errors import GenerationError
-from .adapt import adapt
+from .layout import engine_modules, place
+from .merge import Loader, LoraSet, MergedCache, adapted_modules, merged_bytes, merged_weights
+from .per_item import ITEM_COMPONENTS, LINEAR_TYPES, per_item, supports
 
-if TYPE_CHECKING:
-    from .stored import Adapter
-
-LoraSet = tuple[tuple[str, float], ...]
-CACHE_BYTES = 512 * 2**20
-
-
-class _MergedCache:
-    """Adapted weights by (model, LoRA set), least recently used out past ``budget`` bytes
-    per model. Keyed weakly by the model's root module: an unloaded model's entries go with it
-    (and a new model can never be served an old one's weights)."""
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self._by_model: weakref.WeakKeyDictionary[Any, OrderedDict[LoraSet, Any]] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._lock = threading.Lock()
-
-    def get(self, root: Any, loras: LoraSet) -> dict[Any, Any] | None:
-        with self._lock:
-            items = self._by_model.get(root)
-            if items is None or loras not in items:
-                return None
-            items.move_to_end(loras)
-            weights: dict[Any, Any] = items[loras][0]
-            return weights
-
-    def put(self, root: Any, loras: LoraSet, weights: dict[Any, Any]) -> None:
-        size = sum(t.numel() * t.element_size() for t in weights.values())
-        with self._lock:
-            items = self._by_model.setdefault(root, OrderedDict())
-            items[loras] = (weights, size)
-            while sum(s for _, s in items.values()) > self.budget and len(items) > 1:
-                items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._by_model.clear()
+MODES = ("auto", "merged", "per-item")
+CACHE_MB = 512
+PER_ITEM = "per-item"  # the coalescer key of every set applied per item
+FACTOR_TAGS = 32  # LoRAs whose per-item factors are kept (they are rank-sized: small)
 
 
-cache = _MergedCache(CACHE_BYTES)
-
-
-def merged_weights(
-    engine: Any, loras: LoraSet, load: Callable[[str], Adapter] | None = None
-) -> dict[Any, Any]:
-    """Adapted weight per module for ``loras`` on ``engine`` (in the module's dtype).
-
-    ``load`` reads a LoRA by tag (default: from the model store)."""
-    import torch
-
-    from .layout import engine_layer, engine_modules, to_ours, to_reference
+def _store_loader(tag: str) -> Any:
     from .stored import load_adapter
 
-    components, sa3, differential = engine_modules(engine)
-    root = next(iter(components.values()))
-    found = cache.get(root, loras)
-    if found is not None:
-        return found
-    adapters = [((load or load_adapter)(tag), strength) for tag, strength in loras]
-    names = sorted({name for adapter, _ in adapters for name in adapter.layers})
-    weights: dict[Any, Any] = {}
-    with torch.no_grad():
-        for name in names:
-            module, transform = engine_layer(components, name, sa3, differential)
-            base = module._parameters.get("weight")
-            if base is None:
-                raise GenerationError(f"{name}: the loaded model has no plain weight to adapt")
-            w = to_reference(base.detach().float(), transform)
-            for adapter, strength in adapters:
-                params = adapter.layers.get(name)
-                if params is not None:
-                    on_device = {k: v.to(w.device) for k, v in params.items()}
-                    w = adapt(w, adapter.config, on_device, strength)
-            weights[module] = to_ours(w, transform).to(device=base.device, dtype=base.dtype)
-    cache.put(root, loras, weights)
-    return weights
+    return load_adapter(tag)
 
 
-@contextmanager
-def applied(
-    engine: Any,
-    loras: Sequence[tuple[str, float]],
-    load: Callable[[str], Adapter] | None = None,
-) -> Iterator[None]:
-    """The engine's modules carry ``loras`` inside the block (call under its run lock)."""
-    if not loras:
-        yield
-        return
-    import torch
+class EngineLoras:
+    """One loaded engine's LoRA application: the policy, the merged-weight cache and the
+    per-item factors. ``applied`` runs under the engine's run lock."""
 
-    weights = merged_weights(engine, tuple(loras), load)
-    saved = []
-    try:
-        for module, weight in weights.items():
-            saved.append((module, module._parameters["weight"]))
-            module._parameters["weight"] = torch.nn.Parameter(weight, requires_grad=False)
-        yield
-    finally:
-        for module, base in saved:
-            module._parameters["weight"] = base
+    def __init__(
+        self,
+        engine: Any,
+        mode: str = "auto",
+        cache_mb: int = CACHE_MB,
+        compiled: bool = False,
+        load: Loader | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"LoRA mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.engine = engine
+        # A compiled transformer is traced without hooks: every set is merged there.
+        self.mode = "merged" if compiled else mode
+        self.cache = MergedCache(cache_mb * 2**20)
+        self.load: Loader = load or _store_loader
+        self._factors: OrderedDict[str, Any] = OrderedDict()
+        self._per_item_tags: dict[str, bool] = {}
+        self._lock = threading.Lock()
+        self.counts = {"merged": 0, "built": 0, PER_ITEM: 0}
+
+    # ------------------------------------------------------------------ policy
+    def can_apply_per_item(self, loras: LoraSet) -> bool:
+        """Whether every LoRA of the set can be applied item by item on this engine."""
+        return all(self._tag_per_item(tag) for tag, _ in loras)
+
+    def _tag_per_item(self, tag: str) -> bool:
+        with self._lock:
+            known = self._per_item_tags.get(tag)
+        if known is not None:
+            return known
+        adapter = self.load(tag)
+        ok = adapter.config.adapter_type in LINEAR_TYPES
+        if ok:
+            _, sa3, differential = engine_modules(self.engine)
+            for name, module, _ in adapted_modules(self.engine, set(adapter.layers)):
+                where = place(name, sa3, differential)
+                on_items = where is not None and where.component in ITEM_COMPONENTS
+                ok = ok and on_items and supports(module)
+        with self._lock:
+            self._per_item_tags[tag] = ok
+        return ok
+
+    def batch_key(self, loras: LoraSet) -> Hashable:
+        """What of a request's LoRA set its batch must share (part of the coalescer's key)."""
+        if self.mode == "merged":
+            return loras
+        return PER_ITEM if self.can_apply_per_item(loras) else loras
+
+    def merges(self, loras: LoraSet) -> bool:
+        """Whether a batch whose items all ask for ``loras`` gets it merged."""
+        if self.mode == "merged" or not self.can_apply_per_item(loras):
+            return True
+        if self.mode == PER_ITEM:
+            return False
+        if loras in self.cache:
+            return True
+        return self.cache.nbytes() + merged_bytes(self.engine, loras, self.load) <= (
+            self.cache.budget
+        )
+
+    # ------------------------------------------------------------- application
+    @contextmanager
+    def applied(self, sets: Sequence[LoraSet]) -> Iterator[str]:
+        """The engine's modules carry each item's LoRAs inside the block; yields how
+        (``none``, ``merged`` or ``per-item``)."""
+        distinct = set(sets)
+        if distinct == {()}:
+            yield "none"
+            return
+        if len(distinct) == 1 and self.merges(sets[0]):
+            with self.merged(sets[0]):
+                self.counts["merged"] += 1
+                yield "merged"
+            return
+        if not all(self.can_apply_per_item(s) for s in distinct):
+            raise GenerationError("a batch mixes LoRA sets that must be merged")
+        with per_item(self.engine, sets, self.load, self._factor_cache(distinct)):
+            self.counts[PER_ITEM] += 1
+            yield PER_ITEM
+
+    def _factor_cache(self, sets: set[LoraSet]) -> dict[str, Any]:
+        """The per-item factors by tag, the batch's tags most recent; past FACTOR_TAGS the
+        least recently used are dropped."""
+        for tag in (t for loras in sets for t, _ in loras):
+            if tag in self._factors:
+                self._factors.move_to_end(tag)
+        while len(self._factors) > FACTOR_TAGS:
+            self._factors.popitem(last=False)
+        return self._factors
+
+    @contextmanager
+    def merged(self, loras: LoraSet) -> Iterator[None]:
+        """The adapted weights of ``loras`` replace the base ones inside the block."""
+        import torch
+
+        weights = self.cache.get(loras)
+        if weights is None:
+            weights = merged_weights(self.engine, loras, self.load)
+            self.counts["built"] += 1
+            self.cache.put(loras, weights)
+        saved = []
+        try:
+            for module, weight in weights.items():
+                saved.append((module, module._parameters["weight"]))
+                module._parameters["weight"] = torch.nn.Parameter(weight, requires_grad=False)
+            yield
+        finally:
+            for module, base in saved:
+                module._parameters["weight"] = base
+
+    def nbytes(self) -> int:
+        """Bytes the cached merged weights hold."""
+        return self.cache.nbytes()
+
+    def clear(self) -> None:
+        self.cache.clear()
+        self._factors.clear()
+        with self._lock:
+            self._per_item_tags.clear()

@@ -58,7 +58,7 @@ from ..contract import (
 )
 from ..cpu_fast import quantize_int8
 from ..info import OBJECTIVE_DEFAULTS, ModelInfo
-from ..lora.apply import applied as lora_applied
+from ..lora.apply import EngineLoras
 from ..noise import ItemNoise, initial_noise
 from ..precision import (
     CpuOptions,
@@ -290,6 +290,7 @@ class SA3Engine:
         self.shift = shift
         self.stats = EngineStats()
         self._run_lock = threading.Lock()
+        self.loras = EngineLoras(self)
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -361,6 +362,7 @@ class SA3Engine:
             min_snr_db=cpu.min_snr_db,
         )
         engine.stats = EngineStats()  # the check is not a request
+        engine.loras = EngineLoras(engine, opts.lora_apply, opts.lora_cache_mb, opts.compile)
         log.info(
             "loaded %s on %s (%s%s) in %.1f s",
             name,
@@ -388,6 +390,7 @@ class SA3Engine:
 
         with self._run_lock:
             self.parts = None
+            self.loras.clear()
             if self.device == "cuda":
                 torch.cuda.empty_cache()
 
@@ -399,7 +402,8 @@ class SA3Engine:
         if self.parts is None:
             return 0
         tensors = [t for m in self.parts.modules() for t in (*m.parameters(), *m.buffers())]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        weights: int = sum(t.numel() * t.element_size() for t in tensors)
+        return weights + self.loras.nbytes()
 
     def _parts(self) -> Components:
         if self.parts is None:
@@ -423,7 +427,8 @@ class SA3Engine:
         import torch
 
         started = time.perf_counter()
-        with self._run_lock, torch.inference_mode(), lora_applied(self, sampling.loras):
+        sets = [r.loras for r in requests]
+        with self._run_lock, torch.inference_mode(), self.loras.applied(sets):
             self._parts()
             latents, streams = self.sample_streams(requests, sampling, progress)
             outputs = [

@@ -33,7 +33,7 @@ from ...store.hub_cache import link_text_encoder, prepare_offline_hub
 from ..contract import EngineRequest, EngineStats, LoadOptions, ProgressCallback, SamplingParams
 from ..cpu_fast import compile_in_place, fold_weight_norm, quantize_int8
 from ..info import RF_OBJECTIVES, ModelInfo
-from ..lora.apply import applied as lora_applied
+from ..lora.apply import EngineLoras
 from ..noise import ItemNoise, initial_noise
 from ..precision import (
     CpuOptions,
@@ -72,6 +72,7 @@ class StableAudioEngine:
         self.precision = str(dtype).removeprefix("torch.")
         self.stats = EngineStats()
         self._run_lock = threading.Lock()
+        self.loras = EngineLoras(self)
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -170,6 +171,7 @@ class StableAudioEngine:
             min_snr_db=cpu.min_snr_db,
         )
         engine.stats = EngineStats()  # the check is not a request
+        engine.loras = EngineLoras(engine, opts.lora_apply, opts.lora_cache_mb, opts.compile)
         log.info(
             "loaded %s on %s (%s%s%s) in %.1f s",
             name,
@@ -203,6 +205,7 @@ class StableAudioEngine:
 
         with self._run_lock:
             self.model = None
+            self.loras.clear()
             if self.device == "cuda":
                 torch.cuda.empty_cache()
 
@@ -211,11 +214,12 @@ class StableAudioEngine:
         return str(self.dtype).removeprefix("torch.")
 
     def nbytes(self) -> int:
-        """Bytes of parameters and buffers the engine holds on its device."""
+        """Bytes of parameters, buffers and cached LoRA weights held on its device."""
         if self.model is None:
             return 0
         tensors = [*self.model.parameters(), *self.model.buffers()]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        weights: int = sum(t.numel() * t.element_size() for t in tensors)
+        return weights + self.loras.nbytes()
 
     def sampling(
         self, steps: int | None = None, cfg_scale: float | None = None, sampler: str | None = None
@@ -240,7 +244,8 @@ class StableAudioEngine:
         import torch
 
         started = time.perf_counter()
-        with self._run_lock, torch.inference_mode(), lora_applied(self, sampling.loras):
+        sets = [r.loras for r in requests]
+        with self._run_lock, torch.inference_mode(), self.loras.applied(sets):
             if self.model is None:
                 raise GenerationError(f"{self.info.name} was unloaded")
             latents = self.sample(requests, sampling, progress)

@@ -1,0 +1,139 @@
+"""LoRAs applied per batch item, unmerged: each request its own set in one shared batch.
+
+A plain ``lora`` or ``lora-xs`` layer adds ``alpha / rank * strength * B A x`` to the base
+layer's output: linear in the input, so it can be added item by item after the shared base
+layer runs, and a stack adds its deltas (the reference applies a stack in order, each to the
+previous weight, which for these types is the same sum). DoRA and BoRA renormalise the adapted
+weight, so they are merged instead (``merge``).
+
+Forward hooks on the adapted modules add, for the rows of the items whose set has the layer,
+``B (A x)`` times the item's strength; rows of items without it are not touched (a request
+without LoRAs gets exactly the base model's output). The engines call their adapted layers
+with the batch's items as rows, or twice the items with classifier-free guidance (the
+unconditional half first or second, the items in order in each): row ``r`` is item
+``r % items``. The text encoder is not one of them (it encodes only the negative prompts some
+items have), so a LoRA with text encoder layers is merged too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from ...errors import GenerationError
+from .files import LoraConfig
+from .layout import to_ours
+from .merge import Loader, LoraSet, adapted_modules
+
+LINEAR_TYPES = ("lora", "lora-xs")
+ITEM_COMPONENTS = ("", "transformer", "duration_embedder")
+
+
+@dataclass(frozen=True)
+class Factors:
+    """One layer's delta as ``B @ A`` in our layout and the module's dtype (scaling in B)."""
+
+    a: Any  # (rank, fan_in * kernel)
+    b: Any  # (fan_out, rank)
+
+
+def factors(config: LoraConfig, params: dict[str, Any], transform: str, weight: Any) -> Factors:
+    if config.xs:
+        b, a = params["U"] @ params["M_xs"], params["V"].T
+    else:
+        b, a = params["lora_B"], params["lora_A"]
+    b = to_ours(b.float() * config.scaling, transform)
+    like = {"device": weight.device, "dtype": weight.dtype}
+    return Factors(a.to(**like).contiguous(), b.to(**like).contiguous())
+
+
+def supports(module: Any) -> bool:
+    """A plain Linear, or a Conv1d with one group and zero padding."""
+    import torch
+
+    if type(module) is torch.nn.Linear:
+        return True
+    return type(module) is torch.nn.Conv1d and module.groups == 1 and module.padding_mode == "zeros"
+
+
+def _delta(module: Any, x: Any, f: Factors) -> Any:
+    import torch
+    import torch.nn.functional as F
+
+    if isinstance(module, torch.nn.Linear):
+        return F.linear(F.linear(x, f.a), f.b)
+    rank, kernel = f.a.shape[0], module.kernel_size[0]
+    a = f.a.view(rank, module.in_channels, kernel)
+    low = F.conv1d(x, a, None, module.stride, module.padding, module.dilation)
+    return F.conv1d(low, f.b[:, :, None])
+
+
+@dataclass
+class _Layer:
+    module: Any
+    # (factors, per-item strength as a float tensor on the module's device)
+    terms: list[tuple[Factors, Any]]
+
+    def hook(self, items: int) -> Any:
+        def add(module: Any, args: tuple[Any, ...], output: Any) -> Any:
+            x = args[0]
+            rows = x.shape[0]
+            if rows % items:
+                raise GenerationError(
+                    f"a LoRA layer was called with {rows} rows for a batch of {items}"
+                )
+            for f, strengths in self.terms:
+                per_row = strengths.repeat(rows // items)
+                chosen = per_row.nonzero().squeeze(1)
+                if chosen.numel() == 0:
+                    continue
+                if chosen.numel() == rows:
+                    delta = _delta(module, x, f)
+                    shape = (rows,) + (1,) * (delta.dim() - 1)
+                    output = output + delta * per_row.view(shape).to(delta.dtype)
+                    continue
+                delta = _delta(module, x.index_select(0, chosen), f)
+                shape = (chosen.numel(),) + (1,) * (delta.dim() - 1)
+                scale = per_row.index_select(0, chosen).view(shape).to(delta.dtype)
+                output = output.index_add(0, chosen, delta * scale)
+            return output
+
+        return add
+
+
+@contextmanager
+def per_item(
+    engine: Any, sets: Sequence[LoraSet], load: Loader, cached: dict[str, Any]
+) -> Iterator[None]:
+    """The engine's adapted layers add each item's LoRAs inside the block (run lock held).
+
+    ``cached``: per LoRA tag, its ``Factors`` by module (filled here, kept by the caller)."""
+    import torch
+
+    items = len(sets)
+    tags = list(dict.fromkeys(tag for loras in sets for tag, _ in loras))
+    layers: dict[Any, _Layer] = {}
+    for tag in tags:
+        strengths = [sum(s for t, s in loras if t == tag) for loras in sets]
+        by_module = cached.get(tag)
+        if by_module is None:
+            adapter = load(tag)
+            if adapter.config.adapter_type not in LINEAR_TYPES:
+                raise GenerationError(f"{tag}: a {adapter.config.adapter_type} LoRA is merged")
+            by_module = {}
+            for name, module, transform in adapted_modules(engine, set(adapter.layers)):
+                by_module[module] = factors(
+                    adapter.config, adapter.layers[name], transform, module.weight
+                )
+            cached[tag] = by_module
+        for module, f in by_module.items():
+            weight = torch.tensor(strengths, dtype=torch.float32, device=module.weight.device)
+            layers.setdefault(module, _Layer(module, [])).terms.append((f, weight))
+    handles = [m.register_forward_hook(layer.hook(items)) for m, layer in layers.items()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
