@@ -244,6 +244,15 @@ def _with(request: Any, **changes: Any) -> Any:
     return replace(request, **changes)
 
 
+def generate_with_loras(
+    engine: Any, requests: list[Any], sampling: Any, loras: tuple[tuple[str, float], ...]
+) -> list[Any]:
+    """``engine.generate`` with ``loras`` ((store tag, strength), in stacking order) on every
+    request: the one place the parity scripts hand LoRAs to an engine (``sao_lora_e2e.py``
+    calls it too). Today they ride on the batch's sampling parameters."""
+    return list(engine.generate(requests, _with(sampling, loras=loras)))
+
+
 def run_lora(lora_dir: Path, home: Path, entry: Path, name: str) -> dict[str, Any]:
     """The reference's LoRA cases (``build_e2e.build_lora``): each file through
     ``python -m models import-lora FILE --base NAME``, each request's ``loras`` (store name,
@@ -284,7 +293,7 @@ def run_lora(lora_dir: Path, home: Path, entry: Path, name: str) -> dict[str, An
             for stem, strength in case["loras"]
         )
         started = time.perf_counter()
-        (ours,) = engine.generate([request], _with(sampling, loras=chosen))
+        (ours,) = generate_with_loras(engine, [request], sampling, chosen)
         elapsed = time.perf_counter() - started
         (plain,) = engine.generate([request], sampling)
         expected = reference[case["id"]].numpy()
