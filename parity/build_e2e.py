@@ -18,11 +18,14 @@ pinned commit). Writes, per variant (``small``: distilled, ``rf_denoiser``, ping
   encoder-decoder in transformers' layout, tokenizer, generation config);
 - ``cases.json`` and ``reference.safetensors``: each case's request and generate()'s audio.
 
-Then, into OUT_DIR/e2e-lora/small/, the reference's own LoRA path on ``small``: LoRA files
-written by its ``add_lora`` + ``save_lora_safetensors`` (``loras/``), and per case a fresh
-model, ``load_lora([...])``, ``set_lora_strength(s, index)`` and generate(), with the same
-request without LoRA as a control (``build_lora``). ``--lora-only``: only this part, on the
-models a previous run saved.
+Then, into OUT_DIR/e2e-lora/<variant>/ (``small`` and ``medium``: ``LORA_CASES``), the
+reference's own LoRA path: LoRA files of every adapter type its ``LoRAParametrization`` takes
+(``lora``, ``dora-rows`` and its legacy name ``dora``, ``dora-cols``, ``bora``, ``lora-xs``,
+``dora-rows-xs``, ``dora-cols-xs``, ``bora-xs``; those the variant's cases use) written by its
+``add_lora`` + ``save_lora_safetensors`` (``loras/``), and per case a fresh model,
+``load_lora([...])``, ``set_lora_strength(s, index)`` and generate(), with the same request
+without LoRA as a control (``build_lora``). ``--lora-only``: only this part (of the variants
+named, or all), on the models a previous run saved.
 """
 
 from __future__ import annotations
@@ -338,39 +341,123 @@ def build(
     print(f"reference {variant}: {len(cases)} generate() cases in {out_dir}")
 
 
-# LoRA files the reference writes for the ``small`` model (type, seed of its random tensors).
-LORA_FILES = {"lora": 201, "dora-rows": 202, "dora-cols": 203}
-LORA_RANK, LORA_ALPHA, LORA_NOISE = 2, 4.0, 0.1
-# Cases of the reference's own LoRA path on ``small``: load_lora(files) + set_lora_strength per
+# LoRA files the reference writes (file stem -> the adapter type its model is built with, the
+# seed of its random tensors, the ``adapter_type`` its ``lora_config`` names). Every type the
+# reference's ``LoRAParametrization`` takes; ``dora`` is the legacy name (the reference reads it
+# as dora-rows when the magnitudes are 1-D), ``dora-legacy-cols`` a legacy ``dora`` file whose
+# magnitudes are 2-D ``(1, fan_in)``, which the reference's loader reads as dora-cols.
+LORA_FILES: dict[str, tuple[str, int, str]] = {
+    "lora": ("lora", 201, "lora"),
+    "dora-rows": ("dora-rows", 202, "dora-rows"),
+    "dora-cols": ("dora-cols", 203, "dora-cols"),
+    "bora": ("bora", 204, "bora"),
+    "lora-xs": ("lora-xs", 205, "lora-xs"),
+    "dora-rows-xs": ("dora-rows-xs", 206, "dora-rows-xs"),
+    "dora-cols-xs": ("dora-cols-xs", 207, "dora-cols-xs"),
+    "bora-xs": ("bora-xs", 208, "bora-xs"),
+    "dora": ("dora", 209, "dora"),
+    "dora-legacy-cols": ("dora-cols", 210, "dora"),
+}
+LORA_RANK, LORA_ALPHA = 2, 4.0
+# The random adapter tensors' scale. lora_A / lora_B: 0.1. M_xs (r x r, between the base
+# weight's own top-r singular vectors, which the reference recomputes at load and never saves):
+# 0.5 (U M V^T has the Frobenius norm of M, a small change of a whole weight; at 0.1 lora-xs
+# moved the small model's audio only to 34 dB, at 0.5 to 25 dB, with the other types).
+# Magnitudes (DoRA / BoRA): the base norms times 1 + 0.1 |noise|, near them, as trained.
+LORA_NOISE, LORA_XS_NOISE, LORA_MAGNITUDE_NOISE = 0.1, 0.5, 0.1
+# Cases of the reference's own LoRA path, per variant: load_lora(files) + set_lora_strength per
 # index + generate(); the request is one of CASES (by id), the LoRAs (file, strength) stacked.
-LORA_CASES: list[dict[str, Any]] = [
-    {"id": "lora-1.0", "base": "t2a-a-1.0s-seed1-cfg1", "loras": [["lora", 1.0]]},
-    {"id": "lora-0.5", "base": "t2a-a-1.0s-seed1-cfg1", "loras": [["lora", 0.5]]},
-    {"id": "dora-rows-1.0", "base": "t2a-a-1.0s-seed1-cfg1", "loras": [["dora-rows", 1.0]]},
-    {"id": "dora-cols-0.7", "base": "t2a-b-2.3s-seed7-cfg1", "loras": [["dora-cols", 0.7]]},
-    {
-        "id": "stack-lora-0.8+dora-cols-0.6",
-        "base": "t2a-a-1.0s-seed1-cfg1",
-        "loras": [["lora", 0.8], ["dora-cols", 0.6]],
-    },
-    {"id": "lora-1.0-cfg7", "base": "t2a-b-1.7s-seed3-cfg7", "loras": [["lora", 1.0]]},
-]
+LORA_CASES: dict[str, list[dict[str, Any]]] = {
+    "small": [
+        {"id": "lora-1.0", "base": "t2a-a-1.0s-seed1-cfg1", "loras": [["lora", 1.0]]},
+        {"id": "lora-0.5", "base": "t2a-a-1.0s-seed1-cfg1", "loras": [["lora", 0.5]]},
+        {"id": "dora-rows-1.0", "base": "t2a-a-1.0s-seed1-cfg1", "loras": [["dora-rows", 1.0]]},
+        {"id": "dora-cols-0.7", "base": "t2a-b-2.3s-seed7-cfg1", "loras": [["dora-cols", 0.7]]},
+        {
+            "id": "stack-lora-0.8+dora-cols-0.6",
+            "base": "t2a-a-1.0s-seed1-cfg1",
+            "loras": [["lora", 0.8], ["dora-cols", 0.6]],
+        },
+        {"id": "lora-1.0-cfg7", "base": "t2a-b-1.7s-seed3-cfg7", "loras": [["lora", 1.0]]},
+        {"id": "dora-1.0", "base": "t2a-a-0.5s-seed42-cfg1", "loras": [["dora", 1.0]]},
+        {
+            "id": "dora-legacy-cols-0.8",
+            "base": "t2a-a-0.5s-seed42-cfg1",
+            "loras": [["dora-legacy-cols", 0.8]],
+        },
+        {"id": "bora-1.0", "base": "t2a-a-1.0s-seed1-cfg1", "loras": [["bora", 1.0]]},
+        {"id": "bora-0.6", "base": "t2a-b-2.3s-seed7-cfg1", "loras": [["bora", 0.6]]},
+        {"id": "lora-xs-1.0", "base": "t2a-a-1.0s-seed1-cfg1", "loras": [["lora-xs", 1.0]]},
+        {"id": "lora-xs-1.5", "base": "t2a-b-2.3s-seed7-cfg1", "loras": [["lora-xs", 1.5]]},
+        {
+            "id": "dora-rows-xs-1.0",
+            "base": "t2a-a-1.0s-seed1-cfg1",
+            "loras": [["dora-rows-xs", 1.0]],
+        },
+        {
+            "id": "dora-cols-xs-0.7",
+            "base": "t2a-a-1.0s-seed1-cfg1",
+            "loras": [["dora-cols-xs", 0.7]],
+        },
+        {"id": "bora-xs-1.0", "base": "t2a-a-1.0s-seed1-cfg1", "loras": [["bora-xs", 1.0]]},
+        {"id": "bora-xs-1.3", "base": "t2a-b-2.3s-seed7-cfg1", "loras": [["bora-xs", 1.3]]},
+        {
+            "id": "stack-lora-xs-1.0+dora-rows-0.5",
+            "base": "t2a-a-1.0s-seed1-cfg1",
+            "loras": [["lora-xs", 1.0], ["dora-rows", 0.5]],
+        },
+        {
+            "id": "stack-bora-0.7+dora-cols-xs-1.2-cfg7",
+            "base": "t2a-b-1.7s-seed3-cfg7",
+            "loras": [["bora", 0.7], ["dora-cols-xs", 1.2]],
+        },
+        {"id": "bora-xs-0.8-cfg7", "base": "t2a-b-1.7s-seed3-cfg7", "loras": [["bora-xs", 0.8]]},
+    ],
+    # Medium: differential attention in the DiT (the fused q/k/v rows our layout reorders).
+    "medium": [
+        {"id": "lora-1.0", "base": "t2a-a-1.0s-seed1-cfg1", "loras": [["lora", 1.0]]},
+        {"id": "dora-rows-0.8", "base": "t2a-a-1.0s-seed1-cfg1", "loras": [["dora-rows", 0.8]]},
+        {"id": "bora-1.0", "base": "t2a-b-2.3s-seed7-cfg1", "loras": [["bora", 1.0]]},
+        {"id": "lora-xs-1.0", "base": "t2a-a-1.0s-seed1-cfg1", "loras": [["lora-xs", 1.0]]},
+        {
+            "id": "dora-cols-xs-0.7",
+            "base": "t2a-b-2.3s-seed7-cfg1",
+            "loras": [["dora-cols-xs", 0.7]],
+        },
+        {
+            "id": "stack-bora-xs-0.9+lora-0.7",
+            "base": "t2a-a-1.0s-seed1-cfg1",
+            "loras": [["bora-xs", 0.9], ["lora", 0.7]],
+        },
+        {"id": "lora-1.0-cfg7", "base": "t2a-b-1.7s-seed3-cfg7", "loras": [["lora", 1.0]]},
+        {
+            "id": "stack-dora-rows-0.6+lora-xs-1.2-cfg7",
+            "base": "t2a-b-1.7s-seed3-cfg7",
+            "loras": [["dora-rows", 0.6], ["lora-xs", 1.2]],
+        },
+    ],
+}
 
 
-def load_reference(hub: Path, objective: str) -> Any:
+def load_reference(hub: Path, objective: str, family: str = "small") -> Any:
     """A fresh reference model from the saved released layout (no LoRA on it)."""
     from safetensors.torch import load_file
     from stable_audio_3.factory import create_diffusion_cond_from_config
 
-    model = create_diffusion_cond_from_config(released_config(objective, str(hub)))
+    model = create_diffusion_cond_from_config(released_config(objective, str(hub), family))
     model.load_state_dict(load_file(str(hub / "model.safetensors")), strict=True)
     return model.eval().requires_grad_(False)
 
 
-def write_lora(hub: Path, objective: str, adapter_type: str, seed: int, path: Path) -> None:
+def write_lora(
+    model: Any, adapter_type: str, seed: int, saved_type: str, path: Path
+) -> dict[str, Any]:
     """A LoRA file as the reference's training writes one: ``add_lora`` on the DiT and the
-    conditioner, adapter tensors (random and non-zero here, as trained ones are),
-    ``save_lora_safetensors`` (fp16 tensors, ``lora_config`` metadata)."""
+    conditioner of a fresh ``model``, adapter tensors (random and non-zero here, as trained ones
+    are), ``save_lora_safetensors`` (fp16 tensors, ``lora_config`` metadata). What the file
+    holds: the ``-xs`` types' frozen SVD bases U / V are buffers outside the reference's LoRA
+    state dict (``name_is_lora``), so a file holds M_xs (and magnitudes) only; the loader and
+    our import recompute U / V from the base weights."""
     from functools import partial
 
     from stable_audio_3.models.lora import (
@@ -380,7 +467,6 @@ def write_lora(hub: Path, objective: str, adapter_type: str, seed: int, path: Pa
         save_lora_safetensors,
     )
 
-    model = load_reference(hub, objective)
     config = {
         kind: {
             "weight": partial(
@@ -398,59 +484,112 @@ def write_lora(hub: Path, objective: str, adapter_type: str, seed: int, path: Pa
     state = {}
     for part in (model.model, model.conditioner):
         for name, tensor in get_lora_state_dict(part).items():
-            noise = torch.randn(tensor.shape, generator=gen) * LORA_NOISE
-            if name.split(".")[-1].startswith("magnitude"):
-                state[name] = tensor * (1.0 + noise.abs())  # near the base norms, as trained
+            noise = torch.randn(tensor.shape, generator=gen)
+            leaf = name.split(".")[-1]
+            if leaf.startswith("magnitude"):  # near the base norms, as trained
+                value = tensor * (1.0 + LORA_MAGNITUDE_NOISE * noise.abs())
+                if saved_type == "dora" and adapter_type == "dora-cols":
+                    value = value[None]  # the legacy (1, fan_in) magnitudes
+                state[name] = value
+            elif leaf == "M_xs":
+                state[name] = noise * LORA_XS_NOISE
             else:
-                state[name] = noise
-    lora_config = {"rank": LORA_RANK, "alpha": LORA_ALPHA, "adapter_type": adapter_type}
+                state[name] = noise * LORA_NOISE
+    lora_config = {"rank": LORA_RANK, "alpha": LORA_ALPHA, "adapter_type": saved_type}
     save_lora_safetensors(state, lora_config, path)
+    return {
+        "adapter_type": saved_type,
+        "built_as": adapter_type,
+        "seed": seed,
+        "layers": len({k.split(".parametrizations")[0] for k in state}),
+        "tensors": sorted({k.rsplit(".", 1)[-1] for k in state}),
+    }
 
 
-def build_lora(out_dir: Path, variant_dir: Path, objective: str, steps: int) -> None:
-    """The reference's own LoRA path end to end, into OUT_DIR: ``loras/<type>.safetensors``,
-    ``cases.json`` and ``reference.safetensors`` (per case the LoRA audio, and
-    ``<id>.no-lora``: the same request without LoRA, the control that the LoRA matters)."""
+def build_lora(
+    out_dir: Path,
+    variant_dir: Path,
+    objective: str,
+    steps: int,
+    family: str = "small",
+    lora_cases: list[dict[str, Any]] | None = None,
+) -> None:
+    """The reference's own LoRA path end to end, into OUT_DIR: ``loras/<file>.safetensors``
+    (the files ``lora_cases`` use), ``cases.json`` and ``reference.safetensors`` (per case the
+    LoRA audio, and ``<id>.no-lora``: the same request without LoRA, the control that the LoRA
+    matters)."""
+    import shutil
+
     from safetensors.torch import save_file
     from stable_audio_3.model import StableAudioModel
 
+    lora_cases = LORA_CASES["small"] if lora_cases is None else lora_cases
     hub = variant_dir / "hub"
     saved = json.loads((hub / "model_config.json").read_text())
     files = out_dir / "loras"
-    files.mkdir(parents=True, exist_ok=True)
-    for adapter_type, seed in LORA_FILES.items():
-        write_lora(hub, objective, adapter_type, seed, files / f"{adapter_type}.safetensors")
+    shutil.rmtree(files, ignore_errors=True)
+    files.mkdir(parents=True)
+    stems = sorted({stem for case in lora_cases for stem, _ in case["loras"]})
+    written = {}
+    for stem in stems:
+        adapter_type, seed, saved_type = LORA_FILES[stem]
+        model = load_reference(hub, objective, family)
+        path = files / f"{stem}.safetensors"
+        written[stem] = write_lora(model, adapter_type, seed, saved_type, path)
     requests = {case["id"]: case for case in CASES}
     source = source_clip()
     outputs: dict[str, torch.Tensor] = {}
     cases = []
-    for case in LORA_CASES:
+    for case in lora_cases:
         request = requests[case["base"]]
-        plain = StableAudioModel(load_reference(hub, objective), saved, "cpu", False)
-        outputs[case["id"] + ".no-lora"] = generate(plain, request, steps, source).contiguous()
-        reference = StableAudioModel(load_reference(hub, objective), saved, "cpu", False)
+        plain = StableAudioModel(load_reference(hub, objective, family), saved, "cpu", False)
+        without = generate(plain, request, steps, source).contiguous()
+        outputs[case["id"] + ".no-lora"] = without
+        model = load_reference(hub, objective, family)
+        reference = StableAudioModel(model, saved, "cpu", False)
         reference.load_lora([str(files / f"{name}.safetensors") for name, _ in case["loras"]])
         for index, (_, strength) in enumerate(case["loras"]):
             reference.set_lora_strength(strength, index)
-        outputs[case["id"]] = generate(reference, request, steps, source).contiguous()
-        cases.append({**request, **case, "request": request["id"], "steps": steps})
+        kinds = sorted({p.adapter_type for p in model.modules() if hasattr(p, "lora_index")})
+        outputs[case["id"]] = audio = generate(reference, request, steps, source).contiguous()
+        moved = 10 * math.log10(float((audio**2).sum()) / float(((audio - without) ** 2).sum()))
+        print(f"reference {variant_dir.name} LoRA {case['id']}: no LoRA vs LoRA {moved:.1f} dB")
+        cases.append(
+            {**request, **case, "request": request["id"], "steps": steps, "applied_types": kinds}
+        )
     save_file(outputs, str(out_dir / "reference.safetensors"))
-    record = {"variant": variant_dir.name, "objective": objective, "cases": cases}
+    record = {
+        "variant": variant_dir.name,
+        "objective": objective,
+        "family": family,
+        "files": written,
+        "cases": cases,
+    }
     (out_dir / "cases.json").write_text(json.dumps(record, indent=2))
     print(f"reference {variant_dir.name} LoRA: {len(cases)} generate() cases in {out_dir}")
 
 
 def main(out_dir: Path, lora_only: bool = False) -> None:
     """Variant names after OUT_DIR: only these (all when none); ``--lora-only``: only the LoRA
-    cases, on the ``small`` model a previous run built."""
+    cases (of the variants named, or of every variant that has some), on the models a previous
+    run built."""
     only = {arg for arg in sys.argv[2:] if not arg.startswith("--")}
     for variant, (objective, steps, family, case_ids) in VARIANTS.items():
         if lora_only or (only and variant not in only):
             continue
         build(out_dir / "e2e" / variant, variant, objective, steps, family, case_ids)
-    if not only or "small" in only:
-        objective, steps = VARIANTS["small"][:2]
-        build_lora(out_dir / "e2e-lora" / "small", out_dir / "e2e" / "small", objective, steps)
+    for variant, lora_cases in LORA_CASES.items():
+        if only and variant not in only:
+            continue
+        objective, steps, family, _ = VARIANTS[variant]
+        build_lora(
+            out_dir / "e2e-lora" / variant,
+            out_dir / "e2e" / variant,
+            objective,
+            steps,
+            family,
+            lora_cases,
+        )
 
 
 if __name__ == "__main__":

@@ -44,6 +44,8 @@ def main(out_dir: Path) -> int:
     from safetensors.torch import load_file
 
     sys.path.insert(0, str(REPO))
+    from compare_e2e import generate_with_loras
+
     from models import DEMO_RECIPE
     from stable_audio_bento.engine.importer import import_source
     from stable_audio_bento.engine.request import EngineRequest
@@ -92,9 +94,7 @@ def main(out_dir: Path) -> int:
                 (catalog.resolve(f"sao-{stem}", base).tag, float(strength))
                 for stem, strength in case["loras"]
             )
-            from dataclasses import replace
-
-            (ours,) = engine.generate([item], replace(sampling, loras=chosen))
+            (ours,) = generate_with_loras(engine, [item], sampling, chosen)
             (plain,) = engine.generate([item], sampling)
             expected = reference[case["id"]].numpy()
             without = reference[case["id"] + ".no-lora"].numpy()

@@ -5,8 +5,10 @@ Audio Open demo entry: ``model_config.json``, ``model.safetensors``, ``text_enco
 T5 conditioner loads its encoder by hub name: an offline Hugging Face cache in OUT_DIR links
 that name to the entry's ``text_encoder/``. Then:
 
-- LoRA files written as training writes them (``add_lora`` on the DiT and the conditioner,
-  the T5 projection included, random non-zero adapter tensors, ``save_lora_safetensors``);
+- LoRA files of every adapter type written as training writes them (``add_lora`` on the DiT
+  and the conditioner, the T5 projection included, random non-zero adapter tensors,
+  ``save_lora_safetensors``; the ``-xs`` files hold M_xs and magnitudes, the loader
+  recomputes the SVD bases U / V from the base weights);
 - per case, a fresh model, ``load_and_apply_loras`` + ``set_lora_strength`` per index and
   ``generate_diffusion_cond`` (the library's sampler, seeding and decode; vanilla CFG,
   ``apg_scale=0``, as the project's SAO engine guides), and the same
@@ -23,8 +25,21 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-LORA_FILES = {"lora": 301, "dora-rows": 302}
-RANK, ALPHA, NOISE = 2, 4.0, 0.1
+# Every adapter type 0.0.20's LoRAParametrization takes (file stem = type -> seed).
+LORA_FILES = {
+    "lora": 301,
+    "dora-rows": 302,
+    "dora-cols": 303,
+    "bora": 304,
+    "lora-xs": 305,
+    "dora-rows-xs": 306,
+    "dora-cols-xs": 307,
+    "bora-xs": 308,
+}
+# lora_A / lora_B noise; M_xs noise (r x r between the base weight's own top singular vectors,
+# recomputed by the loader: the file holds M_xs and magnitudes only), larger so that the -xs
+# LoRAs move the audio as much as the others; magnitudes are the base norms times 1 + |NOISE|.
+RANK, ALPHA, NOISE, XS_NOISE = 2, 4.0, 0.1, 0.5
 SIGMA_MIN, SIGMA_MAX = 0.3, 500.0
 CASES: list[dict[str, Any]] = [
     {"id": "lora-1.0-cfg1", "cfg_scale": 1.0, "loras": [["lora", 1.0]]},
@@ -35,6 +50,17 @@ CASES: list[dict[str, Any]] = [
         "id": "stack-lora-0.8+dora-rows-0.6-cfg7",
         "cfg_scale": 7.0,
         "loras": [["lora", 0.8], ["dora-rows", 0.6]],
+    },
+    {"id": "dora-cols-0.7-cfg1", "cfg_scale": 1.0, "loras": [["dora-cols", 0.7]]},
+    {"id": "bora-1.0-cfg1", "cfg_scale": 1.0, "loras": [["bora", 1.0]]},
+    {"id": "lora-xs-1.0-cfg1", "cfg_scale": 1.0, "loras": [["lora-xs", 1.0]]},
+    {"id": "dora-rows-xs-1.0-cfg1", "cfg_scale": 1.0, "loras": [["dora-rows-xs", 1.0]]},
+    {"id": "dora-cols-xs-0.8-cfg1", "cfg_scale": 1.0, "loras": [["dora-cols-xs", 0.8]]},
+    {"id": "bora-xs-1.2-cfg1", "cfg_scale": 1.0, "loras": [["bora-xs", 1.2]]},
+    {
+        "id": "stack-lora-xs-1.0+bora-0.6-cfg7",
+        "cfg_scale": 7.0,
+        "loras": [["lora-xs", 1.0], ["bora", 0.6]],
     },
 ]
 REQUEST = {"prompt": "rain on a tin roof", "seconds_total": 0.5, "seed": 7, "steps": 8}
@@ -92,11 +118,14 @@ def write_lora(entry: Path, config: dict, adapter_type: str, seed: int, path: Pa
     state = {}
     for part in (model.model, model.conditioner):
         for name, tensor in get_lora_state_dict(part).items():
-            noise = torch.randn(tensor.shape, generator=gen) * NOISE
-            if name.split(".")[-1].startswith("magnitude"):
-                state[name] = tensor * (1.0 + noise.abs())
+            noise = torch.randn(tensor.shape, generator=gen)
+            leaf = name.split(".")[-1]
+            if leaf.startswith("magnitude"):
+                state[name] = tensor * (1.0 + NOISE * noise.abs())
+            elif leaf == "M_xs":
+                state[name] = noise * XS_NOISE
             else:
-                state[name] = noise
+                state[name] = noise * NOISE
     meta = {"rank": RANK, "alpha": ALPHA, "adapter_type": adapter_type}
     save_lora_safetensors(state, meta, path)
     return len({k.split(".parametrizations")[0] for k in state})
