@@ -412,6 +412,12 @@ LORA_CASES: dict[str, list[dict[str, Any]]] = {
             "loras": [["bora", 0.7], ["dora-cols-xs", 1.2]],
         },
         {"id": "bora-xs-0.8-cfg7", "base": "t2a-b-1.7s-seed3-cfg7", "loras": [["bora-xs", 0.8]]},
+        # Plain and XS stacked: the per-item path adds both deltas (``engine.lora.per_item``).
+        {
+            "id": "stack-lora-0.8+lora-xs-0.6-cfg7",
+            "base": "t2a-b-1.7s-seed3-cfg7",
+            "loras": [["lora", 0.8], ["lora-xs", 0.6]],
+        },
     ],
     # Medium: differential attention in the DiT (the fused q/k/v rows our layout reorders).
     "medium": [
@@ -434,6 +440,11 @@ LORA_CASES: dict[str, list[dict[str, Any]]] = {
             "id": "stack-dora-rows-0.6+lora-xs-1.2-cfg7",
             "base": "t2a-b-1.7s-seed3-cfg7",
             "loras": [["dora-rows", 0.6], ["lora-xs", 1.2]],
+        },
+        {
+            "id": "stack-lora-xs-1.0+lora-0.5",
+            "base": "t2a-b-2.3s-seed7-cfg1",
+            "loras": [["lora-xs", 1.0], ["lora", 0.5]],
         },
     ],
 }

@@ -14,7 +14,6 @@ must be under MIN_SNR_DB. Adds ``sao_lora`` to ``parity/e2e_results.json``.
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -22,18 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "parity" / "e2e_results.json"
 PARITY_PYTHON = REPO / ".venv-parity" / "bin" / "python"
 MIN_SNR_DB = 60.0
-
-
-def snr_db(reference: np.ndarray, ours: np.ndarray) -> float:
-    error = float(np.sum((reference.astype(np.float64) - ours) ** 2))
-    power = float(np.sum(reference.astype(np.float64) ** 2))
-    return math.inf if error == 0 else 10 * math.log10(power / error)
 
 
 def main(out_dir: Path) -> int:
@@ -44,7 +35,7 @@ def main(out_dir: Path) -> int:
     from safetensors.torch import load_file
 
     sys.path.insert(0, str(REPO))
-    from compare_e2e import generate_with_loras
+    from compare_e2e import generate_with_loras, lora_row
 
     from models import DEMO_RECIPE
     from stable_audio_bento.engine.importer import import_source
@@ -94,7 +85,7 @@ def main(out_dir: Path) -> int:
                 (catalog.resolve(f"sao-{stem}", base).tag, float(strength))
                 for stem, strength in case["loras"]
             )
-            (ours,) = generate_with_loras(engine, [item], sampling, chosen)
+            ours = generate_with_loras(engine, item, sampling, chosen)
             (plain,) = engine.generate([item], sampling)
             expected = reference[case["id"]].numpy()
             without = reference[case["id"] + ".no-lora"].numpy()
@@ -103,19 +94,15 @@ def main(out_dir: Path) -> int:
                     "case": case["id"],
                     "cfg_scale": case["cfg_scale"],
                     "loras": case["loras"],
-                    "snr_db": round(snr_db(expected, ours), 1),
-                    "max_abs_diff": float(np.abs(expected - ours).max()),
-                    "reference_peak": float(np.abs(expected).max()),
-                    "reference_no_lora_vs_lora_snr_db": round(snr_db(expected, without), 1),
-                    "ours_no_lora_vs_reference_lora_snr_db": round(snr_db(expected, plain), 1),
-                    # The base model alone, same request: what the LoRA path adds to any gap.
-                    "no_lora_snr_db": round(snr_db(without, plain), 1),
+                    **lora_row(ours, plain, expected, without, 0.0),
                 }
             )
     registry.close()
     for row in rows:
         print(
-            f"sao-demo {row['case']:<36} {row['snr_db']:>7} dB  (no LoRA: "
+            f"sao-demo {row['case']:<36} {row['merged_snr_db']:>7} dB merged, "
+            f"{row['per_item_snr_db'] or '-':>7} per item (companion "
+            f"{row['per_item_companion_snr_db'] or '-'})  (no LoRA: "
             f"{row['reference_no_lora_vs_lora_snr_db']} / "
             f"{row['ours_no_lora_vs_reference_lora_snr_db']} dB; base alone: "
             f"{row['no_lora_snr_db']} dB)"

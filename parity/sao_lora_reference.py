@@ -62,6 +62,11 @@ CASES: list[dict[str, Any]] = [
         "cfg_scale": 7.0,
         "loras": [["lora-xs", 1.0], ["bora", 0.6]],
     },
+    {
+        "id": "stack-lora-0.6+lora-xs-0.8-cfg7",
+        "cfg_scale": 7.0,
+        "loras": [["lora", 0.6], ["lora-xs", 0.8]],
+    },
 ]
 REQUEST = {"prompt": "rain on a tin roof", "seconds_total": 0.5, "seed": 7, "steps": 8}
 SAMPLER = "dpmpp-3m-sde"

@@ -143,6 +143,7 @@ def test_listed_in_health_and_v1_loras(server: BentoServer, lora_names: dict[str
     assert {i["base"] for i in only["data"]} == {SA3}
     health = httpx.get(f"{server.url}/health", timeout=30).json()
     assert "e2e-plain" in [i["name"] for i in health["loras"][SAO]]
+    assert health["coalescing"]["lora_apply"] == "auto"
 
 
 def test_refusals_name_the_lora(server: BentoServer, lora_names: dict[str, str]) -> None:

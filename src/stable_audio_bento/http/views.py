@@ -168,7 +168,11 @@ def health_view(runtime: Runtime) -> dict[str, Any]:
             "max_outputs": runtime.settings.max_outputs,
             "models": {m["name"]: {"max_seconds": m["max_seconds"]} for m in models},
         },
-        "coalescing": {"max_batch_size": runtime.settings.max_batch_size},
+        "coalescing": {
+            "max_batch_size": runtime.settings.max_batch_size,
+            # How requests' LoRAs are applied, so which LoRA sets can share a batch.
+            "lora_apply": runtime.settings.lora_apply,
+        },
         "jobs": {"queued": runtime.jobs.count_queued(), "store": runtime.settings.job_store},
         "storage": runtime.storage_backend,
         "auth": runtime.settings.auth_enabled,
