@@ -438,3 +438,47 @@ def test_cached_lora_weights_count_in_the_memory_budget(
     finally:
         both.close()
         pair.close()
+
+
+def test_int8_layers_take_plain_loras_per_item_and_refuse_to_merge_clearly(
+    registry: ModelRegistry, loras: dict[str, str]
+) -> None:
+    """The CPU fast path's int8 DiT holds no float weights: plain LoRAs are applied per item
+    there whatever the mode (an int8 layer's output plus exactly the LoRA's delta), and a DoRA,
+    which must be merged, fails its request with a message that says why."""
+    from stable_audio_bento.engine.lora.per_item import per_item, quantized
+    from stable_audio_bento.engine.lora.stored import load_adapter
+    from stable_audio_bento.errors import GenerationError
+
+    plain, dora = loras["sao-plain"], loras["sao-dora"]
+    adapter = load_adapter(plain)
+    with_lora = dataclasses.replace(REQUEST, loras=((plain, 0.8),))
+    int8 = ModelRegistry(Settings(device="cpu", cpu_fast="int8", max_batch_size=4))
+    try:
+        with int8.use("demo") as loaded:
+            engine = loaded.engine
+            assert engine.precision == "int8"
+            for mode in ("auto", "merged", "per-item"):
+                policy = EngineLoras(engine, mode)
+                assert policy.batch_key(((plain, 0.8),)) == "per-item"
+                assert not policy.merges(((plain, 0.8),)) and not policy.can_merge(((plain, 0.8),))
+            components, sa3, differential = engine_modules(engine)
+            name = "model.model.transformer.layers.0.self_attn.to_qkv.weight"
+            module, _ = engine_layer(components, name, sa3, differential)
+            assert quantized(module)
+            x = torch.randn(2, 5, module.in_features, generator=torch.Generator().manual_seed(0))
+            params = adapter.layers[name]
+            delta = adapter.config.scaling * 0.8 * (x @ params["lora_A"].T @ params["lora_B"].T)
+            with torch.inference_mode():
+                base = module(x)
+                with per_item(engine, [((plain, 0.8),), ()], load_adapter, {}):
+                    adapted = module(x)
+            torch.testing.assert_close(adapted[0], base[0] + delta[0], rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(adapted[1], base[1], rtol=0, atol=0)
+            sampling = engine.info.sampling(steps=2)
+            ours, alone = engine.generate([with_lora, REQUEST], sampling)
+            assert relative_change(ours, alone) > 1e-2
+            with pytest.raises(GenerationError, match=r"holds no float weight .* dora-rows LoRA"):
+                engine.generate([dataclasses.replace(REQUEST, loras=((dora, 1.0),))], sampling)
+    finally:
+        int8.close()

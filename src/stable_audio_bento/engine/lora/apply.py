@@ -64,45 +64,56 @@ class EngineLoras:
         self.cache = MergedCache(cache_mb * 2**20)
         self.load: Loader = load or _store_loader
         self._factors: OrderedDict[str, Any] = OrderedDict()
-        self._per_item_tags: dict[str, bool] = {}
+        # Per LoRA tag: whether it can be applied per item, and merged, on this engine.
+        self._tags: dict[str, tuple[bool, bool]] = {}
         self._lock = threading.Lock()
         self.counts = {"merged": 0, "built": 0, PER_ITEM: 0}
 
     # ------------------------------------------------------------------ policy
     def can_apply_per_item(self, loras: LoraSet) -> bool:
         """Whether every LoRA of the set can be applied item by item on this engine."""
-        return all(self._tag_per_item(tag) for tag, _ in loras)
+        return all(self._tag(tag)[0] for tag, _ in loras)
 
-    def _tag_per_item(self, tag: str) -> bool:
+    def can_merge(self, loras: LoraSet) -> bool:
+        """Whether every layer the set adapts holds a float weight to merge into (the CPU
+        fast path's int8 layers do not)."""
+        return all(self._tag(tag)[1] for tag, _ in loras)
+
+    def _tag(self, tag: str) -> tuple[bool, bool]:
         with self._lock:
-            known = self._per_item_tags.get(tag)
+            known = self._tags.get(tag)
         if known is not None:
             return known
+        import torch
+
         adapter = self.load(tag)
-        ok = adapter.config.adapter_type in LINEAR_TYPES
-        if ok:
-            _, sa3, differential = engine_modules(self.engine)
-            for name, module, _ in adapted_modules(self.engine, set(adapter.layers)):
-                where = place(name, sa3, differential)
-                on_items = where is not None and where.component in ITEM_COMPONENTS
-                ok = ok and on_items and supports(module)
+        per_item_ok = adapter.config.adapter_type in LINEAR_TYPES
+        merge_ok = True
+        _, sa3, differential = engine_modules(self.engine)
+        for name, module, _ in adapted_modules(self.engine, set(adapter.layers)):
+            where = place(name, sa3, differential)
+            on_items = where is not None and where.component in ITEM_COMPONENTS
+            per_item_ok = per_item_ok and on_items and supports(module)
+            merge_ok = merge_ok and isinstance(module._parameters.get("weight"), torch.Tensor)
         with self._lock:
-            self._per_item_tags[tag] = ok
-        return ok
+            self._tags[tag] = (per_item_ok, merge_ok)
+        return per_item_ok, merge_ok
 
     def batch_key(self, loras: LoraSet) -> Hashable:
         """What of a request's LoRA set its batch must share (part of the coalescer's key)."""
-        if self.mode == "merged":
+        if not self.can_apply_per_item(loras):
             return loras
-        return PER_ITEM if self.can_apply_per_item(loras) else loras
+        if self.mode == "merged" and self.can_merge(loras):
+            return loras
+        return PER_ITEM
 
     def merges(self, loras: LoraSet) -> bool:
         """Whether a batch whose items all ask for ``loras`` gets it merged."""
-        if self.mode == "merged" or not self.can_apply_per_item(loras):
-            return True
-        if self.mode == PER_ITEM:
+        if not self.can_apply_per_item(loras):
+            return True  # the only way (``merged_weights`` says why when it cannot)
+        if not self.can_merge(loras) or self.mode == PER_ITEM:
             return False
-        if loras in self.cache:
+        if self.mode == "merged" or loras in self.cache:
             return True
         return self.cache.nbytes() + merged_bytes(self.engine, loras, self.load) <= (
             self.cache.budget
@@ -166,4 +177,4 @@ class EngineLoras:
         self.cache.clear()
         self._factors.clear()
         with self._lock:
-            self._per_item_tags.clear()
+            self._tags.clear()

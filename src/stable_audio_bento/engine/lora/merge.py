@@ -85,7 +85,12 @@ def merged_weights(engine: Any, loras: LoraSet, load: Loader) -> dict[Any, Any]:
         for name, module, transform in adapted_modules(engine, names):
             base = module._parameters.get("weight")
             if base is None:
-                raise GenerationError(f"{name}: the loaded model has no plain weight to adapt")
+                kinds = sorted({a.config.adapter_type for a, _ in adapters})
+                raise GenerationError(
+                    f"{name}: this model's layer holds no float weight (int8 layers, "
+                    f"STABLE_AUDIO_CPU_FAST=int8) to merge a {' / '.join(kinds)} LoRA into; "
+                    "plain lora and lora-xs LoRAs are applied to it per item"
+                )
             w = to_reference(base.detach().float(), transform)
             for adapter, strength in adapters:
                 params = adapter.layers.get(name)

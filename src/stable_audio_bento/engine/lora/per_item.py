@@ -12,7 +12,8 @@ without LoRAs gets exactly the base model's output). The engines call their adap
 with the batch's items as rows, or twice the items with classifier-free guidance (the
 unconditional half first or second, the items in order in each): row ``r`` is item
 ``r % items``. The text encoder is not one of them (it encodes only the negative prompts some
-items have), so a LoRA with text encoder layers is merged too.
+items have), so a LoRA with text encoder layers is merged too. The CPU fast path's int8 linear
+layers hold no float weight to merge into, but take their deltas this way.
 """
 
 from __future__ import annotations
@@ -39,21 +40,37 @@ class Factors:
     b: Any  # (fan_out, rank)
 
 
-def factors(config: LoraConfig, params: dict[str, Any], transform: str, weight: Any) -> Factors:
+def factors(config: LoraConfig, params: dict[str, Any], transform: str, module: Any) -> Factors:
     if config.xs:
         b, a = params["U"] @ params["M_xs"], params["V"].T
     else:
         b, a = params["lora_B"], params["lora_A"]
     b = to_ours(b.float() * config.scaling, transform)
-    like = {"device": weight.device, "dtype": weight.dtype}
+    like = computes_in(module)
     return Factors(a.to(**like).contiguous(), b.to(**like).contiguous())
 
 
-def supports(module: Any) -> bool:
-    """A plain Linear, or a Conv1d with one group and zero padding."""
+def quantized(module: Any) -> bool:
+    """An int8 linear layer (the CPU fast path's): float in and out, no float weight."""
     import torch
 
-    if type(module) is torch.nn.Linear:
+    return isinstance(module, torch.ao.nn.quantized.dynamic.Linear)
+
+
+def computes_in(module: Any) -> dict[str, Any]:
+    """The device and dtype of the layer's input and output."""
+    import torch
+
+    if quantized(module):
+        return {"device": torch.device("cpu"), "dtype": torch.float32}
+    return {"device": module.weight.device, "dtype": module.weight.dtype}
+
+
+def supports(module: Any) -> bool:
+    """A plain or int8 Linear, or a Conv1d with one group and zero padding."""
+    import torch
+
+    if type(module) is torch.nn.Linear or quantized(module):
         return True
     return type(module) is torch.nn.Conv1d and module.groups == 1 and module.padding_mode == "zeros"
 
@@ -62,7 +79,7 @@ def _delta(module: Any, x: Any, f: Factors) -> Any:
     import torch
     import torch.nn.functional as F
 
-    if isinstance(module, torch.nn.Linear):
+    if not isinstance(module, torch.nn.Conv1d):
         return F.linear(F.linear(x, f.a), f.b)
     rank, kernel = f.a.shape[0], module.kernel_size[0]
     a = f.a.view(rank, module.in_channels, kernel)
@@ -124,12 +141,11 @@ def per_item(
                 raise GenerationError(f"{tag}: a {adapter.config.adapter_type} LoRA is merged")
             by_module = {}
             for name, module, transform in adapted_modules(engine, set(adapter.layers)):
-                by_module[module] = factors(
-                    adapter.config, adapter.layers[name], transform, module.weight
-                )
+                by_module[module] = factors(adapter.config, adapter.layers[name], transform, module)
             cached[tag] = by_module
         for module, f in by_module.items():
-            weight = torch.tensor(strengths, dtype=torch.float32, device=module.weight.device)
+            device = computes_in(module)["device"]
+            weight = torch.tensor(strengths, dtype=torch.float32, device=device)
             layers.setdefault(module, _Layer(module, [])).terms.append((f, weight))
     handles = [m.register_forward_hook(layer.hook(items)) for m, layer in layers.items()]
     try:
