@@ -482,3 +482,16 @@ def test_int8_layers_take_plain_loras_per_item_and_refuse_to_merge_clearly(
                 engine.generate([dataclasses.replace(REQUEST, loras=((dora, 1.0),))], sampling)
     finally:
         int8.close()
+
+
+def test_the_settings_reach_each_loaded_engine(demo_tag: str) -> None:
+    settings = Settings(device="cpu", lora_apply="merged", lora_cache_mb=7)
+    registry = ModelRegistry(settings)
+    try:
+        with registry.use("demo") as loaded:
+            assert loaded.engine.loras.mode == "merged"
+            assert loaded.engine.loras.cache.budget == 7 * 2**20
+    finally:
+        registry.close()
+    with pytest.raises(ValueError, match="LoRA mode must be one of auto, merged, per-item"):
+        EngineLoras(object(), "sometimes")

@@ -238,6 +238,8 @@ def test_max_batch_size_one_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
         ("STABLE_AUDIO_JOB_STORE", "postgres", "'sqlite' or 'redis'"),
         ("STABLE_AUDIO_MAX_LOADED_MODELS", "0", "greater than or equal to 1"),
         ("STABLE_AUDIO_MODEL_MEMORY_BUDGET_MB", "-1", "greater than or equal to 0"),
+        ("STABLE_AUDIO_LORA_APPLY", "unmerged", "'auto', 'merged' or 'per-item'"),
+        ("STABLE_AUDIO_LORA_CACHE_MB", "-1", "greater than or equal to 0"),
         ("STABLE_AUDIO_MAX_BATCH_SIZE", "0", "greater than or equal to 1"),
         ("STABLE_AUDIO_BATCH_WAIT_MS", "-1", "greater than or equal to 0"),
         ("STABLE_AUDIO_PRESIGNED_URL_EXPIRES", "0", "greater than or equal to 1"),
