@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import GenerationError
@@ -88,36 +88,49 @@ def _delta(module: Any, x: Any, f: Factors) -> Any:
 
 
 @dataclass
-class _Layer:
-    module: Any
-    # (factors, per-item strength as a float tensor on the module's device)
-    terms: list[tuple[Factors, Any]]
+class _Term:
+    """One LoRA's delta on one layer, and each item's strength of it."""
 
-    def hook(self, items: int) -> Any:
-        def add(module: Any, args: tuple[Any, ...], output: Any) -> Any:
-            x = args[0]
-            rows = x.shape[0]
-            if rows % items:
-                raise GenerationError(
-                    f"a LoRA layer was called with {rows} rows for a batch of {items}"
-                )
-            for f, strengths in self.terms:
-                per_row = strengths.repeat(rows // items)
-                chosen = per_row.nonzero().squeeze(1)
-                if chosen.numel() == 0:
-                    continue
-                if chosen.numel() == rows:
-                    delta = _delta(module, x, f)
-                    shape = (rows,) + (1,) * (delta.dim() - 1)
-                    output = output + delta * per_row.view(shape).to(delta.dtype)
-                    continue
-                delta = _delta(module, x.index_select(0, chosen), f)
-                shape = (chosen.numel(),) + (1,) * (delta.dim() - 1)
-                scale = per_row.index_select(0, chosen).view(shape).to(delta.dtype)
-                output = output.index_add(0, chosen, delta * scale)
-            return output
+    factors: Factors
+    strengths: list[float]
+    device: Any
+    # Per multiple of the batch a call has: the rows that take the delta (None: all) and
+    # their scales, made once on the host (no device sync in the forward pass).
+    _rows: dict[int, tuple[Any, Any]] = field(default_factory=dict)
 
-        return add
+    def rows(self, copies: int) -> tuple[Any, Any]:
+        found = self._rows.get(copies)
+        if found is None:
+            import torch
+
+            per_row = self.strengths * copies
+            chosen = [r for r, strength in enumerate(per_row) if strength]
+            scale = torch.tensor([per_row[r] for r in chosen], device=self.device)
+            index = None
+            if len(chosen) < len(per_row):
+                index = torch.tensor(chosen, dtype=torch.long, device=self.device)
+            found = self._rows[copies] = (index, scale)
+        return found
+
+
+def _hook(terms: list[_Term], items: int) -> Any:
+    """A forward hook adding ``terms`` to the rows of the items that have them."""
+
+    def add(module: Any, args: tuple[Any, ...], output: Any) -> Any:
+        x = args[0]
+        rows = x.shape[0]
+        if rows % items:
+            raise GenerationError(f"a LoRA layer got {rows} rows for a batch of {items}")
+        for term in terms:
+            index, scale = term.rows(rows // items)
+            if scale.numel() == 0:
+                continue
+            delta = _delta(module, x if index is None else x.index_select(0, index), term.factors)
+            delta = delta * scale.view((-1,) + (1,) * (delta.dim() - 1)).to(delta.dtype)
+            output = output + delta if index is None else output.index_add(0, index, delta)
+        return output
+
+    return add
 
 
 @contextmanager
@@ -127,11 +140,9 @@ def per_item(
     """The engine's adapted layers add each item's LoRAs inside the block (run lock held).
 
     ``cached``: per LoRA tag, its ``Factors`` by module (filled here, kept by the caller)."""
-    import torch
-
     items = len(sets)
     tags = list(dict.fromkeys(tag for loras in sets for tag, _ in loras))
-    layers: dict[Any, _Layer] = {}
+    terms: dict[Any, list[_Term]] = {}
     for tag in tags:
         strengths = [sum(s for t, s in loras if t == tag) for loras in sets]
         by_module = cached.get(tag)
@@ -145,9 +156,8 @@ def per_item(
             cached[tag] = by_module
         for module, f in by_module.items():
             device = computes_in(module)["device"]
-            weight = torch.tensor(strengths, dtype=torch.float32, device=device)
-            layers.setdefault(module, _Layer(module, [])).terms.append((f, weight))
-    handles = [m.register_forward_hook(layer.hook(items)) for m, layer in layers.items()]
+            terms.setdefault(module, []).append(_Term(f, strengths, device))
+    handles = [m.register_forward_hook(_hook(t, items)) for m, t in terms.items()]
     try:
         yield
     finally:
