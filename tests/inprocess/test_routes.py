@@ -84,6 +84,7 @@ def test_health_and_web_page(client: TestClient) -> None:
     health = client.get("/health").json()
     assert health["status"] == "ok"
     assert DEMO in health["loaded_models"]
+    assert health["coalescing"]["lora_apply"] == "auto"
     page = client.get("/ui/")
     assert page.status_code == 200
     assert "<form" in page.text
